@@ -1,0 +1,95 @@
+//! The `stars` command line: one file per verb, each with its `Args` and `run`.
+//!
+//! Exit codes follow ripgrep: 0 success, 1 "ran fine but a gate failed" where a verb has one,
+//! 2 error. Errors print one line, `stars: <what failed>: <cause>`.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bag;
+mod calibrate;
+mod eval;
+mod features;
+mod models;
+pub mod progress;
+mod synth;
+mod train;
+
+/// Temporal anomaly detection for space robotic inspection.
+#[derive(Parser, Debug)]
+#[command(name = "stars", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate synthetic TALLO-layout sequences (frames, exact masks, meta.json).
+    Synth(synth::Args),
+    /// Convert TALLO-layout sequences to and from rosbag2 (MCAP), and inspect bags.
+    #[command(subcommand)]
+    Bag(bag::Command),
+    /// Score anomaly maps against ground-truth masks (AUROC, AP, FPR@95, AUPRO).
+    Eval(eval::Args),
+    /// Find the FPR@95 operating threshold and write it for the alert node.
+    Calibrate(calibrate::Args),
+    /// Run the DINOv2 backbone on an image or a tensor and write patch tokens as .npy.
+    Features(features::Args),
+    /// Train the detector (FlowCLAS) on TALLO-layout data.
+    #[command(subcommand)]
+    Train(train::Command),
+    /// List and fetch supported pretrained weights.
+    #[command(subcommand)]
+    Models(models::Command),
+}
+
+/// Parses the command line, runs the verb and turns its result into an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Synth(args) => synth::run(args),
+        Command::Bag(cmd) => bag::run(cmd),
+        Command::Eval(args) => eval::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Features(args) => features::run(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Models(cmd) => models::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stars: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,10 @@
+//! `stars models`.
+use std::process::ExitCode;
+
+/// Subcommands of `stars models`.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {}
+
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {}
+}

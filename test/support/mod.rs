@@ -1,0 +1,79 @@
+//! Helpers shared by the integration tests: the `stars` binary, scratch folders, and the Python
+//! reference tooling (rosbags, mcap, scikit-learn, scipy) installed by `scripts/test.sh`.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the `stars` binary with `args` and returns its output.
+pub fn stars(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stars"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the stars binary runs")
+}
+
+/// Asserts that `out` failed with exit code 2 and one `stars: ...` error line mentioning `needle`,
+/// without a panic.
+pub fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("stars: "))
+        .unwrap_or_else(|| panic!("no `stars:` error line in: {stderr}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} does not mention {needle:?}"
+    );
+}
+
+/// The Python interpreter of the test venv (`.venv/`, made by `scripts/test.sh`) or `$STARS_PYTHON`.
+///
+/// Returns `None` when there is none, so a plain `cargo test` on a machine without the venv
+/// still runs the Rust-only tests; `scripts/test.sh` (and so CI) sets `STARS_REQUIRE_PYTHON=1`,
+/// which turns a missing interpreter into a failure.
+pub fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("STARS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    if candidate.exists() {
+        return Some(candidate);
+    }
+    if std::env::var_os("STARS_REQUIRE_PYTHON").is_some() {
+        panic!(
+            "no Python test venv at {}: run scripts/test.sh",
+            candidate.display()
+        );
+    }
+    eprintln!("SKIPPED (no Python test venv; run scripts/test.sh)");
+    None
+}
+
+/// Runs `script` (a file under `test/fixtures/`) with the test venv's Python; panics with its
+/// stderr if it fails. Returns stdout.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(repo().join("test/fixtures").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
