@@ -1,1 +1,1 @@
-//! TODO
+//! rosbag2 directories: metadata.yaml + one MCAP file.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bag;
 mod calibrate;
+mod detect;
 mod eval;
 mod features;
 mod models;
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval::Args),
     /// Find the FPR@95 operating threshold and write it for the alert node.
     Calibrate(calibrate::Args),
+    /// Run the FlowCLAS detector over sequences and write its anomaly maps as .npy.
+    Detect(detect::Args),
     /// Run the DINOv2 backbone on an image or a tensor and write patch tokens as .npy.
     Features(features::Args),
     /// Train the detector (FlowCLAS) on TALLO-layout data.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Bag(cmd) => bag::run(cmd),
         Command::Eval(args) => eval::run(args),
         Command::Calibrate(args) => calibrate::run(args),
+        Command::Detect(args) => detect::run(args),
         Command::Features(args) => features::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Models(cmd) => models::run(cmd),

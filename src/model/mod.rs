@@ -1,1 +1,3 @@
-//! TODO
+//! candle modules: tensors in, tensors out; weights through `VarBuilder` from safetensors.
+pub mod dinov2;
+pub mod flowclas;

@@ -1,1 +1,1 @@
-//! TODO
+//! Losses and training loops.

@@ -1,1 +1,4 @@
-//! TODO
+//! Pictures: colormaps and mask palettes, contact sheets, metric plots.
+pub mod colormap;
+pub mod contact_sheet;
+pub mod plot;

@@ -1,0 +1,1 @@
+//! FlowCLAS normalizing flow.

@@ -1,0 +1,1 @@
+//! Colormaps: heatmaps for anomaly maps and a palette for semantic-id masks.

@@ -1,0 +1,1 @@
+//! Contact sheets: a grid of frames and masks in one PNG.

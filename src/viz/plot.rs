@@ -1,0 +1,1 @@
+//! Metric plots (ROC, PR, PRO) as PNG.
