@@ -522,3 +522,45 @@ fn cached_checkpoint_is_found_offline() {
     assert_clean_error(&run, "stars models fetch dinov2-base");
     assert_clean_error(&stars(&["models", "fetch", "dinov2-huge"]), "unknown model");
 }
+
+#[test]
+fn adapter_hook_sees_every_block_and_changes_what_follows() {
+    let loaded = load_dinov2(
+        &fixtures().join("hf"),
+        &Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let x = input();
+    let mut seen = Vec::new();
+    let mut record = |i: usize, t: Tensor| {
+        // class token + 4x7 patches, width 16
+        assert_eq!(t.dims(), &[1, 29, 16]);
+        seen.push(i);
+        Ok(t)
+    };
+    let same = loaded
+        .model
+        .intermediate_layers_with(&x, &[1], false, &mut record)
+        .unwrap();
+    assert_eq!(seen, [0, 1]);
+    assert!(
+        max_abs_diff(
+            &same[0].squeeze(0).unwrap(),
+            &expected("hf", "no_final_norm")
+        ) < TOL
+    );
+    let mut scale = |i: usize, t: Tensor| if i == 0 { t * 2.0 } else { Ok(t) };
+    let changed = loaded
+        .model
+        .intermediate_layers_with(&x, &[0, 1], false, &mut scale)
+        .unwrap();
+    let want0 = (expected("hf", "layer0") * 2.0).unwrap();
+    assert!(max_abs_diff(&changed[0].squeeze(0).unwrap(), &want0) < TOL);
+    assert!(
+        max_abs_diff(
+            &changed[1].squeeze(0).unwrap(),
+            &expected("hf", "no_final_norm")
+        ) > 1e-2
+    );
+}

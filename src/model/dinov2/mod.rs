@@ -110,7 +110,7 @@ impl Config {
     pub fn mlp_hidden(&self) -> usize {
         let hidden = (self.hidden_size as f64 * self.mlp_ratio) as usize;
         if self.use_swiglu {
-            ((hidden as f64 * 2.0 / 3.0) as usize + 7) / 8 * 8
+            ((hidden as f64 * 2.0 / 3.0) as usize).div_ceil(8) * 8
         } else {
             hidden
         }
@@ -446,6 +446,19 @@ impl Dinov2 {
         layers: &[usize],
         final_norm: bool,
     ) -> Result<Vec<Tensor>> {
+        self.intermediate_layers_with(x, layers, final_norm, &mut |_, tokens| Ok(tokens))
+    }
+
+    /// [`Self::intermediate_layers`] with `after_block(i, tokens)` applied to the whole token
+    /// sequence (B, 1 + registers + Hp*Wp, C) after block i, before the next block sees it:
+    /// the hook for adapters such as Rein that refine the tokens between blocks.
+    pub fn intermediate_layers_with(
+        &self,
+        x: &Tensor,
+        layers: &[usize],
+        final_norm: bool,
+        after_block: &mut dyn FnMut(usize, Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Tensor>> {
         if let Some(&bad) = layers.iter().find(|&&l| l >= self.blocks.len()) {
             bail!(
                 "layer {bad} does not exist: the model has {} blocks",
@@ -456,21 +469,16 @@ impl Dinov2 {
             return Ok(Vec::new());
         };
         let (mut tokens, grid_h, grid_w) = self.embed(x)?;
-        let mut after = vec![None; deepest + 1];
+        let mut after = Vec::with_capacity(deepest + 1);
         for (i, block) in self.blocks.iter().enumerate().take(deepest + 1) {
-            tokens = block.forward(&tokens)?;
-            if layers.contains(&i) {
-                after[i] = Some(self.patch_grid(&tokens, (grid_h, grid_w), final_norm)?);
-            }
+            tokens = after_block(i, block.forward(&tokens)?)?;
+            after.push(match layers.contains(&i) {
+                true => Some(self.patch_grid(&tokens, (grid_h, grid_w), final_norm)?),
+                false => None,
+            });
         }
-        layers
-            .iter()
-            .map(|&l| {
-                after[l]
-                    .clone()
-                    .ok_or_else(|| candle_core::Error::Msg(format!("layer {l} not computed")))
-            })
-            .collect()
+        // every asked layer is <= deepest, so it was computed above
+        Ok(layers.iter().filter_map(|&l| after[l].clone()).collect())
     }
 }
 
