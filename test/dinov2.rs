@@ -437,9 +437,10 @@ fn manifest_shapes_match_the_presets() {
     }
 }
 
-/// A Hugging Face cache holding the tiny `hf` fixture as facebook/dinov2-small, laid out as
-/// hf-hub writes it: blobs named by sha256, snapshot symlinks, refs/main.
-fn populated_cache(root: &Path) -> PathBuf {
+/// A Hugging Face cache holding `weights` (+ the `hf` fixture's config.json) as
+/// facebook/dinov2-small, laid out as hf-hub writes it: blobs named by sha256, snapshot
+/// symlinks, refs/main. Returns the snapshot folder.
+fn populated_cache(root: &Path, weights: &Path) -> PathBuf {
     let repo_dir = root.join("models--facebook--dinov2-small");
     let snapshot = repo_dir.join("snapshots/0123abcd");
     std::fs::create_dir_all(&snapshot).unwrap();
@@ -447,7 +448,7 @@ fn populated_cache(root: &Path) -> PathBuf {
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), "0123abcd").unwrap();
     let blob = repo_dir.join(format!("blobs/{}", "ab".repeat(32)));
-    std::fs::copy(fixtures().join("hf/model.safetensors"), &blob).unwrap();
+    std::fs::copy(weights, &blob).unwrap();
     std::os::unix::fs::symlink(&blob, snapshot.join("model.safetensors")).unwrap();
     std::fs::copy(
         fixtures().join("hf/config.json"),
@@ -461,15 +462,7 @@ fn populated_cache(root: &Path) -> PathBuf {
 fn cached_checkpoint_is_found_offline() {
     let dir = scratch();
     let cache = dir.path().join("hub");
-    let snapshot = populated_cache(&cache);
-
-    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&cache)]);
-    assert!(
-        fetch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetch.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
+    let snapshot = populated_cache(&cache, &fixtures().join("hf/model.safetensors"));
 
     let list = stars(&["models", "list", "--cache", s(&cache)]);
     let listing = String::from_utf8_lossy(&list.stdout);
@@ -521,6 +514,44 @@ fn cached_checkpoint_is_found_offline() {
     ]);
     assert_clean_error(&run, "stars models fetch dinov2-base");
     assert_clean_error(&stars(&["models", "fetch", "dinov2-huge"]), "unknown model");
+}
+
+#[test]
+fn fetch_finds_the_cache_offline_and_checks_manifest_shapes() {
+    let dir = scratch();
+    // the tiny fixture posing as dinov2-small: found, but its shapes give it away
+    let tiny = dir.path().join("tiny");
+    populated_cache(&tiny, &fixtures().join("hf/model.safetensors"));
+    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&tiny)]);
+    assert_clean_error(&fetch, "is not facebook/dinov2-small");
+
+    // a file with dinov2-small's key tensors passes
+    let entry = Manifest::builtin()
+        .unwrap()
+        .get("dinov2-small")
+        .unwrap()
+        .clone();
+    let keys: std::collections::HashMap<String, Tensor> = entry
+        .shapes
+        .iter()
+        .map(|(k, shape)| {
+            (
+                k.clone(),
+                Tensor::zeros(shape.as_slice(), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let file = dir.path().join("keys.safetensors");
+    candle_core::safetensors::save(&keys, &file).unwrap();
+    let good = dir.path().join("good");
+    let snapshot = populated_cache(&good, &file);
+    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&good)]);
+    assert!(
+        fetch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
 }
 
 #[test]

@@ -306,6 +306,9 @@ fn infer_config(
     let num_layers = (0..)
         .take_while(|i| tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
         .count();
+    if num_layers == 0 {
+        bail!("checkpoint has no transformer blocks (blocks.0.norm1.weight is missing)");
+    }
     let num_register_tokens = match tensors.get("register_tokens") {
         Some(t) => t.dim(1)?,
         None => 0,
