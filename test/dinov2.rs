@@ -61,6 +61,7 @@ fn check_parity(model: &str, naming: Naming, interp: PosInterp) {
     ];
     for (what, got) in cases {
         let diff = max_abs_diff(&got.squeeze(0).unwrap(), &expected(model, what));
+        eprintln!("{model} {what}: max abs diff {diff:.1e}");
         assert!(diff < TOL, "{model} {what}: max abs diff {diff}");
     }
     let layer0 = fixtures().join(model).join("expected_layer0.npy");
@@ -115,6 +116,7 @@ fn position_table_resize_matches_torch_interpolate() {
         let (h, w) = grid.split_once('x').unwrap();
         let got = resize_table(table, h.parse().unwrap(), w.parse().unwrap(), mode).unwrap();
         let diff = max_abs_diff(&got, want);
+        eprintln!("{key}: max abs diff {diff:.1e}");
         assert!(diff < 1e-5, "{key}: max abs diff {diff}");
         checked += 1;
     }
@@ -594,4 +596,22 @@ fn adapter_hook_sees_every_block_and_changes_what_follows() {
             &expected("hf", "no_final_norm")
         ) > 1e-2
     );
+}
+
+#[test]
+fn half_precision_weights_take_f32_input() {
+    let opts = LoadOptions {
+        dtype: candle_core::DType::F16,
+        ..Default::default()
+    };
+    let loaded = load_dinov2(&fixtures().join("hf"), &Device::Cpu, &opts).unwrap();
+    let got = loaded.model.patch_tokens(&input(), false).unwrap();
+    assert_eq!(got.dtype(), candle_core::DType::F16);
+    let got = got
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let diff = max_abs_diff(&got, &expected("hf", "no_final_norm"));
+    assert!(diff < 5e-2, "f16 max abs diff {diff}");
 }

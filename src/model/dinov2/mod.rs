@@ -395,7 +395,9 @@ impl Dinov2 {
         }
         let (grid_h, grid_w) = (h / p, w / p);
         let c = self.cfg.hidden_size;
-        let patches = self.patch_embed.forward(x)?;
+        let patches = self
+            .patch_embed
+            .forward(&x.to_dtype(self.pos_embed.dtype())?)?;
         let cls = self.cls_token.expand((b, 1, c))?;
         let tokens = Tensor::cat(&[&cls, &patches], 1)?
             .broadcast_add(&self.position_embeddings(grid_h, grid_w)?)?;
@@ -430,7 +432,8 @@ impl Dinov2 {
     }
 
     /// Patch tokens after the last block, (B, H/14, W/14, C), for a normalised (B, 3, H, W)
-    /// input whose sides are multiples of 14; `final_norm` applies the model's last LayerNorm.
+    /// input whose sides are multiples of 14 (cast to the weights' dtype); `final_norm` applies
+    /// the model's last LayerNorm.
     pub fn patch_tokens(&self, x: &Tensor, final_norm: bool) -> Result<Tensor> {
         let last = self.cfg.num_layers.saturating_sub(1);
         let mut out = self.intermediate_layers(x, &[last], final_norm)?;
