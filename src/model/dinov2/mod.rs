@@ -211,6 +211,9 @@ impl Dinov2 {
         if channels != 3 {
             bail!("input has {channels} channels, expected 3 (RGB)");
         }
+        if b == 0 {
+            bail!("input batch is empty");
+        }
         if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
             bail!("input is {h}x{w}, expected a non-empty multiple of the patch size {p}");
         }
