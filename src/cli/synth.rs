@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// Tile width of the preview, in pixels.
-const TILE_WIDTH: u32 = 200;
+const TILE_WIDTH: u32 = 160;
 
 /// A contact sheet: two sequences per split (anomalous first, then one with hard negatives,
 /// else clean), one row each, three frames per row, each frame beside its colour-coded mask.

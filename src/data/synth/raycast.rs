@@ -211,15 +211,20 @@ impl Scene {
         nearest.finish(self, ray)
     }
 
-    /// Like [`Scene::intersect`], but trying only the objects in `candidates` (which must
-    /// include every object the ray can hit, e.g. from screen-space bounds).
+    /// Like [`Scene::intersect`], but trying only `candidates`: `(object, t_min)` pairs that
+    /// must include every object the ray can hit, sorted by `t_min`, a lower bound on the
+    /// distance at which the ray can meet that object. Stops at the first candidate that
+    /// cannot beat the nearest hit so far.
     pub fn intersect_among(
         &self,
         ray: &Ray,
-        candidates: impl IntoIterator<Item = usize>,
+        candidates: impl IntoIterator<Item = (usize, f64)>,
     ) -> Option<Hit> {
         let nearest = Nearest::new();
-        for i in candidates {
+        for (i, t_min) in candidates {
+            if t_min >= nearest.t.get() {
+                break;
+            }
             nearest.offer(self, i, ray);
         }
         nearest.finish(self, ray)

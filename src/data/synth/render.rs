@@ -75,22 +75,14 @@ pub fn render(scene: &Scene, camera: &Camera, light: &Lighting) -> (RgbImage, Gr
         .enumerate()
         .for_each(|(y, (rgb_row, mask_row))| {
             let yc = y as f64 + 0.5;
-            let row: Vec<(usize, &ScreenBox)> = bounds
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| {
-                    b.as_ref()
-                        .filter(|b| b.y0 <= yc && yc <= b.y1)
-                        .map(|b| (i, b))
-                })
-                .collect();
+            let row: Vec<&ScreenBox> = bounds.iter().filter(|b| b.y0 <= yc && yc <= b.y1).collect();
             for x in 0..w {
                 let xc = x as f64 + 0.5;
                 let ray = camera.ray(xc, yc);
                 let candidates = row
                     .iter()
-                    .filter(|(_, b)| b.x0 <= xc && xc <= b.x1)
-                    .map(|(i, _)| *i);
+                    .filter(|b| b.x0 <= xc && xc <= b.x1)
+                    .map(|b| (b.object, b.depth));
                 let hit = scene.intersect_among(&ray, candidates);
                 let (colour, id) = shade(scene, camera, light, &ray, hit);
                 rgb_row[3 * x..3 * x + 3].copy_from_slice(&encode(&colour));
@@ -103,9 +95,12 @@ pub fn render(scene: &Scene, camera: &Camera, light: &Lighting) -> (RgbImage, Gr
     )
 }
 
-/// Image-plane bounds of an object, in pixels.
+/// Image-plane bounds of an object, in pixels, and the least depth of its box (a lower bound
+/// on the distance at which any primary ray can meet it: distance >= depth along the axis).
 #[derive(Clone, Copy)]
 struct ScreenBox {
+    object: usize,
+    depth: f64,
     x0: f64,
     x1: f64,
     y0: f64,
@@ -114,21 +109,19 @@ struct ScreenBox {
 
 /// Per object, the image box its primary rays can hit: the bounds of its projected local-box
 /// corners (conservative, since a box in front of the camera projects into the hull of its
-/// corners); the whole image when the box straddles the camera plane; `None` when it lies
-/// wholly behind. Primary rays then try a handful of objects instead of walking the BVH.
-fn screen_bounds(scene: &Scene, camera: &Camera) -> Vec<Option<ScreenBox>> {
-    let everywhere = ScreenBox {
-        x0: f64::NEG_INFINITY,
-        x1: f64::INFINITY,
-        y0: f64::NEG_INFINITY,
-        y1: f64::INFINITY,
-    };
-    scene
+/// corners), or the whole image when the box straddles the camera plane; objects wholly behind
+/// are left out. Sorted nearest first, so primary rays try a handful of objects, near ones
+/// first, instead of walking the BVH.
+fn screen_bounds(scene: &Scene, camera: &Camera) -> Vec<ScreenBox> {
+    let mut boxes: Vec<ScreenBox> = scene
         .objects
         .iter()
-        .map(|obj| {
+        .enumerate()
+        .filter_map(|(object, obj)| {
             let h = obj.shape.local_half_extents();
             let mut b = ScreenBox {
+                object,
+                depth: f64::INFINITY,
                 x0: f64::INFINITY,
                 x1: f64::NEG_INFINITY,
                 y0: f64::INFINITY,
@@ -143,22 +136,33 @@ fn screen_bounds(scene: &Scene, camera: &Camera) -> Vec<Option<ScreenBox>> {
                 );
                 match camera.project(&(obj.pose * corner)) {
                     None => behind += 1,
-                    Some((u, v, _)) => {
+                    Some((u, v, depth)) => {
                         // A hundredth of a pixel of slack against rounding at the edges.
                         b.x0 = b.x0.min(u - 0.01);
                         b.x1 = b.x1.max(u + 0.01);
                         b.y0 = b.y0.min(v - 0.01);
                         b.y1 = b.y1.max(v + 0.01);
+                        b.depth = b.depth.min(depth);
                     }
                 }
             }
             match behind {
                 0 => Some(b),
                 8 => None,
-                _ => Some(everywhere),
+                _ => Some(ScreenBox {
+                    object,
+                    depth: 0.0,
+                    x0: f64::NEG_INFINITY,
+                    x1: f64::INFINITY,
+                    y0: f64::NEG_INFINITY,
+                    y1: f64::INFINITY,
+                }),
             }
         })
-        .collect()
+        .collect();
+    // A stable sort: ties keep object order, so every run tries objects in the same order.
+    boxes.sort_by(|a, b| a.depth.total_cmp(&b.depth));
+    boxes
 }
 
 /// Colour (linear RGB) and mask id seen along a primary ray that hit `hit`.
@@ -272,7 +276,7 @@ fn texture(m: &Material, p: &Point3<f64>, n: &Vector3<f64>) -> Vector3<f64> {
                 11,
             );
             let tint = 0.92 + 0.12 * noise::unit(cell);
-            let crinkle = 0.9 + 0.2 * noise::fbm(&Point3::from(p.coords * 4.0), 3, 5);
+            let crinkle = 0.9 + 0.2 * noise::fbm(&Point3::from(p.coords * 4.0), 2, 5);
             let stitched = if su < 0.015 || sv < 0.02 { 0.55 } else { 1.0 };
             a * (tint * crinkle * stitched)
         }
@@ -320,19 +324,22 @@ fn texture(m: &Material, p: &Point3<f64>, n: &Vector3<f64>) -> Vector3<f64> {
 
 /// The Earth: oceans, land and clouds lit by the sun, and a blue atmosphere at the limb.
 fn earth(n: &Vector3<f64>, dir: &Vector3<f64>, light: &Lighting) -> Vector3<f64> {
-    // Noise lattice in units of ~600 km and ~150 km on the unit sphere.
-    let q = Point3::from(n * 10.0);
-    let land = noise::fbm(&q, 4, 41) > 0.58;
-    let cloud = ((noise::fbm(&Point3::from(n * 40.0), 5, 43) - 0.45) * 2.5).clamp(0.0, 1.0);
+    let lambert = n.dot(&light.sun).max(0.0);
+    let rim = (1.0 - n.dot(&-dir).abs()).powi(3);
+    let sky = Vector3::new(0.25, 0.45, 0.95) * (lambert + 0.05).min(1.0);
+    if lambert == 0.0 {
+        // Night side: no surface to see, so no noise to evaluate.
+        return sky * rim;
+    }
+    // Noise lattice in units of ~600 km (land) and ~150 km (clouds) on the unit sphere.
+    let land = noise::fbm(&Point3::from(n * 10.0), 3, 41) > 0.58;
+    let cloud = ((noise::fbm(&Point3::from(n * 40.0), 4, 43) - 0.45) * 2.5).clamp(0.0, 1.0);
     let ground = if land {
         Vector3::new(0.16, 0.17, 0.08)
     } else {
         Vector3::new(0.015, 0.05, 0.16)
     };
     let surface = ground * (1.0 - cloud) + Vector3::repeat(0.85) * cloud;
-    let lambert = n.dot(&light.sun).max(0.0);
-    let rim = (1.0 - n.dot(&-dir).abs()).powi(3);
-    let sky = Vector3::new(0.25, 0.45, 0.95) * (lambert + 0.05).min(1.0);
     surface * lambert * (1.0 - rim) + sky * rim
 }
 
