@@ -460,7 +460,8 @@ mod tests {
     #[test]
     fn every_shape_agrees_with_its_inside_test_along_a_ray() {
         // March along rays and compare the first hit with the first sample that is inside.
-        let shapes: Vec<(Shape, Box<dyn Fn(&Point3<f64>) -> bool>)> = vec![
+        type Inside = Box<dyn Fn(&Point3<f64>) -> bool>;
+        let shapes: Vec<(Shape, Inside)> = vec![
             (
                 Shape::Ellipsoid {
                     radii: Vector3::new(1.0, 0.5, 2.0),

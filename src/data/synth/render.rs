@@ -284,7 +284,8 @@ fn texture(m: &Material, p: &Point3<f64>, n: &Vector3<f64>) -> Vector3<f64> {
             // Truss bays 1.2 m square with a frame and one diagonal; the rest is open (dark).
             let (u, v) = face_uv(p, n);
             let (s, t) = ((u / 1.2).rem_euclid(1.0), (v / 1.2).rem_euclid(1.0));
-            let member = s < 0.08 || s > 0.92 || t < 0.08 || t > 0.92 || (s - t).abs() < 0.05;
+            let bay = 0.08..=0.92;
+            let member = !bay.contains(&s) || !bay.contains(&t) || (s - t).abs() < 0.05;
             if member {
                 a
             } else {
