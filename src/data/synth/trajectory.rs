@@ -101,8 +101,8 @@ pub fn arc(
         .collect()
 }
 
-/// A standard normal sample (Box-Muller; kept here so the numbers depend only on ChaCha8,
-/// whose output is stable across platforms and versions).
+/// A standard normal sample (Box-Muller, our own: no distribution crate's choice of
+/// algorithm can change the numbers; `rand` and `rand_chacha` are pinned by Cargo.lock).
 pub fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = 1.0 - rng.random::<f64>();
     let u2: f64 = rng.random();
