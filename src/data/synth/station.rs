@@ -240,7 +240,7 @@ impl Station {
             ids::EQUIPMENT,
         ));
 
-        // Grapple fixtures: two per main module, one per branch module, never on top (truss).
+        // Grapple fixtures: two per main module, one per branch module, never on top (truss side).
         let mut fixtures = Vec::new();
         for (m, module) in modules.iter().enumerate() {
             let count = if m < 3 { 2 } else { 1 };
@@ -255,6 +255,14 @@ impl Station {
                 objects.extend(fixture_objects(&position, &normal, &module.axis));
                 fixtures.push(Fixture { position, normal });
             }
+        }
+
+        // Two more on the truss sides, so some cameras look at truss, radiators and arrays.
+        for (y, side) in [(5.0, 1.0), (-5.5, -1.0)] {
+            let normal = Unit::new_normalize(Vector3::new(side, 0.0, 0.0));
+            let position = Point3::new(side * 0.6, y, truss_z);
+            objects.extend(fixture_objects(&position, &normal, &Vector3::y()));
+            fixtures.push(Fixture { position, normal });
         }
 
         Self { objects, fixtures }
