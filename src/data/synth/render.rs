@@ -492,6 +492,32 @@ mod tests {
     }
 
     #[test]
+    fn glints_change_from_frame_to_frame_but_masks_do_not() {
+        let cam = camera(96, 64);
+        let mut scene = scene_of(
+            Shape::Sphere { radius: 1.5 },
+            Vector3::new(0.0, 0.0, 5.0),
+            2,
+        );
+        scene.objects[0].material = Material::new([0.8; 3], Texture::Mli).glinting(1.0);
+        let frame = |salt| {
+            render(
+                &scene,
+                &cam,
+                &Lighting {
+                    sun: Unit::new_normalize(Vector3::new(0.1, -0.2, -1.0)),
+                    glint_salt: salt,
+                },
+            )
+        };
+        let ((a, ma), (b, mb)) = (frame(1), frame(2));
+        assert_eq!(ma, mb);
+        let changed = a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count();
+        assert!(changed > 5, "only {changed} pixels flicker");
+        assert_eq!(frame(1).0, a, "the same salt renders the same frame");
+    }
+
+    #[test]
     fn projection_inverts_the_pixel_ray() {
         let mut cam = camera(100, 80);
         cam.position = Point3::new(1.0, 2.0, 3.0);
