@@ -1,0 +1,190 @@
+//! `metadata.yaml`, rosbag2's description of a bag directory, and the QoS profiles it records.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The metadata version we write: version 8 is read by Humble's and Jazzy's `ros2 bag`.
+pub const METADATA_VERSION: u32 = 8;
+/// The `ros_distro` we record (our message definitions and hashes are Jazzy's, same as Humble's).
+pub const ROS_DISTRO: &str = "jazzy";
+/// File name of the metadata inside a bag directory.
+pub const METADATA_FILE: &str = "metadata.yaml";
+
+/// The whole `metadata.yaml` document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetadataFile {
+    pub rosbag2_bagfile_information: BagInfo,
+}
+
+/// `rosbag2_bagfile_information`: what the bag holds and where.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BagInfo {
+    pub version: u32,
+    pub storage_identifier: String,
+    pub duration: Duration,
+    pub starting_time: StartingTime,
+    pub message_count: u64,
+    pub topics_with_message_count: Vec<TopicWithMessageCount>,
+    #[serde(default)]
+    pub compression_format: String,
+    #[serde(default)]
+    pub compression_mode: String,
+    pub relative_file_paths: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<FileInfo>,
+    /// Free-form string pairs; `stars bag from-tallo` records its sequences here.
+    #[serde(default)]
+    pub custom_data: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub ros_distro: String,
+}
+
+/// A span of time in nanoseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Duration {
+    pub nanoseconds: u64,
+}
+
+/// A point in time in nanoseconds since the epoch.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct StartingTime {
+    pub nanoseconds_since_epoch: u64,
+}
+
+/// One topic and how many messages it has.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopicWithMessageCount {
+    pub topic_metadata: TopicMetadata,
+    pub message_count: u64,
+}
+
+/// A topic's name, type, serialization and QoS.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub serialization_format: String,
+    /// A YAML string in version 8 (what we write), a list in version 9; kept as read.
+    #[serde(default)]
+    pub offered_qos_profiles: serde_yaml_ng::Value,
+    #[serde(default)]
+    pub type_description_hash: String,
+}
+
+/// One storage file of the bag.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub starting_time: StartingTime,
+    pub duration: Duration,
+    pub message_count: u64,
+}
+
+impl MetadataFile {
+    /// Reads `DIR/metadata.yaml`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(METADATA_FILE);
+        if !path.is_file() {
+            bail!(
+                "{} is not a rosbag2 directory (no {METADATA_FILE}; a recording that was killed \
+                 can be recovered with `ros2 bag reindex`)",
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `DIR/metadata.yaml` atomically (a temporary file renamed over it).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(METADATA_FILE);
+        let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+        std::fs::write(&tmp, self.to_yaml()?)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The document as YAML text.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_yaml_ng::to_string(self).context("serialising metadata.yaml")
+    }
+}
+
+/// rmw's "infinite" duration as rosbag2 writes it (`RMW_DURATION_INFINITE`).
+const INFINITE_SEC: u64 = 9_223_372_036;
+const INFINITE_NSEC: u64 = 854_775_807;
+
+/// The QoS a topic was offered with, in rmw's enum values (as rosbag2 version 8 records them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Qos {
+    /// 1 keep last, 2 keep all.
+    pub history: u8,
+    pub depth: u32,
+    /// 1 reliable, 2 best effort.
+    pub reliability: u8,
+    /// 1 transient local, 2 volatile.
+    pub durability: u8,
+}
+
+impl Qos {
+    /// `rclcpp::SensorDataQoS`: best effort, volatile, keep last 5 (camera frames, maps).
+    pub fn sensor_data() -> Self {
+        Self {
+            history: 1,
+            depth: 5,
+            reliability: 2,
+            durability: 2,
+        }
+    }
+
+    /// Reliable and transient local, keep last 1: late joiners get the latest value
+    /// (`/stars/alert/active`).
+    pub fn latched() -> Self {
+        Self {
+            history: 1,
+            depth: 1,
+            reliability: 1,
+            durability: 1,
+        }
+    }
+
+    /// rclcpp's default: reliable, volatile, keep last 10 (`/stars/alert/status`).
+    pub fn reliable() -> Self {
+        Self {
+            history: 1,
+            depth: 10,
+            reliability: 1,
+            durability: 2,
+        }
+    }
+
+    /// The one-profile YAML list rosbag2 stores as the `offered_qos_profiles` string.
+    pub fn to_yaml(self) -> String {
+        let inf = format!("    sec: {INFINITE_SEC}\n    nsec: {INFINITE_NSEC}\n");
+        format!(
+            "- history: {}\n  depth: {}\n  reliability: {}\n  durability: {}\n  deadline:\n{inf}  \
+             lifespan:\n{inf}  liveliness: 1\n  liveliness_lease_duration:\n{inf}  \
+             avoid_ros_namespace_conventions: false",
+            self.history, self.depth, self.reliability, self.durability
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_string_is_a_yaml_list_of_one_profile() {
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&Qos::latched().to_yaml()).unwrap();
+        let p = &v[0];
+        assert_eq!(p["reliability"].as_u64(), Some(1));
+        assert_eq!(p["durability"].as_u64(), Some(1));
+        assert_eq!(p["deadline"]["nsec"].as_u64(), Some(INFINITE_NSEC));
+        assert_eq!(p["avoid_ros_namespace_conventions"].as_bool(), Some(false));
+    }
+}
