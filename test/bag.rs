@@ -259,10 +259,15 @@ fn pattern(x: u32, y: u32, c: u32, k: u32) -> u8 {
 #[test]
 fn rosbags_written_bags_are_read_and_converted_to_tallo_exactly() {
     let Some(py) = python() else { return };
-    for version in ["8", "9"] {
+    for args in [&["8"][..], &["9"], &["8", "zstd"]] {
+        let version = args.join(" ");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("foreign");
-        run_python(&py, "bag_write_rosbags.py", &[path_str(&dir), version]);
+        let script_args: Vec<&str> = [path_str(&dir)]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        run_python(&py, "bag_write_rosbags.py", &script_args);
 
         // Field for field what rosbags itself reads back.
         let rb: Value =

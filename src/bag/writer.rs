@@ -213,7 +213,6 @@ impl BagWriter {
         mcap.into_inner()
             .into_inner()
             .map_err(|e| e.into_error())
-            .and_then(|f| f.sync_all())
             .with_context(|| format!("flushing {}", path.display()))?;
         inner.save(&self.dir)?;
         Ok(BagSummary {
