@@ -1,14 +1,15 @@
-//! Bag write and read throughput for 1920x1080 rgb8 frames.
+//! Bag write and read throughput: 1920x1080 rgb8 frames (bytes/s), and small alert-status
+//! messages (messages/s, where per-message overhead dominates).
 //!
 //! `cargo bench --bench bag` (or `--profile dev` to reuse the dev build's optimised
-//! dependencies). The read bag is left in `target/bag-bench/frames_1080p` so
-//! `bench/bag_read_rosbags.py` can time `rosbags` on the same file (see docs/bag.md).
+//! dependencies). The read bags are left in `target/bag-bench/{frames_1080p,alerts}` so
+//! `bench/bag_read_rosbags.py` can time `rosbags` on the same files (see docs/bag.md).
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use stars::bag::{BagReader, BagWriter, Qos};
-use stars::msg::{Header, Image, Message, Time};
+use stars::msg::{DiagnosticArray, DiagnosticStatus, Header, Image, KeyValue, Message, Time};
 
 const WIDTH: u32 = 1920;
 const HEIGHT: u32 = 1080;
@@ -91,5 +92,67 @@ fn bag_throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bag_throughput);
+const ALERTS: u64 = 20_000;
+
+/// An alert status as the alert node publishes it, one per frame.
+fn alert(k: u64) -> DiagnosticArray {
+    let kv = |key: &str, value: String| KeyValue {
+        key: key.into(),
+        value,
+    };
+    DiagnosticArray {
+        header: Header {
+            stamp: Time::from_nanos(k * 33_333_333),
+            frame_id: "camera".into(),
+        },
+        status: vec![DiagnosticStatus {
+            level: DiagnosticStatus::OK,
+            name: "stars/alert".into(),
+            message: "clear".into(),
+            hardware_id: "camera".into(),
+            values: vec![
+                kv("score", format!("{:.4}", (k % 100) as f32 / 100.0)),
+                kv("threshold", "0.5123".into()),
+                kv("area_px", (k % 977).to_string()),
+                kv("bbox", "0 0 0 0".into()),
+            ],
+        }],
+    }
+}
+
+fn small_message_throughput(c: &mut Criterion) {
+    let dir = bench_dir().join("alerts");
+    let mut bag = BagWriter::create_with(&dir, true).unwrap();
+    bag.add_topic(
+        "/stars/alert/status",
+        DiagnosticArray::TYPE,
+        Qos::reliable(),
+    )
+    .unwrap();
+    for k in 0..ALERTS {
+        bag.write("/stars/alert/status", k * 33_333_333, &alert(k))
+            .unwrap();
+    }
+    bag.finish().unwrap();
+
+    let mut group = c.benchmark_group("bag_alert_status");
+    group.throughput(Throughput::Elements(ALERTS));
+    group.sample_size(10);
+    group.bench_function("read_decode", |b| {
+        b.iter(|| {
+            let bag = BagReader::open(&dir).unwrap();
+            let mut messages = bag.messages(&[]).unwrap();
+            let mut n = 0;
+            while let Some(m) = messages.next_message() {
+                let status: DiagnosticArray = m.unwrap().decode().unwrap();
+                n += status.status.len();
+            }
+            assert_eq!(n as u64, ALERTS);
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bag_throughput, small_message_throughput);
 criterion_main!(benches);
