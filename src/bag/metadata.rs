@@ -15,28 +15,40 @@ pub const METADATA_FILE: &str = "metadata.yaml";
 /// The whole `metadata.yaml` document.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MetadataFile {
+    /// The only top-level key.
     pub rosbag2_bagfile_information: BagInfo,
 }
 
 /// `rosbag2_bagfile_information`: what the bag holds and where.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BagInfo {
+    /// Metadata format version (we write 8).
     pub version: u32,
+    /// Storage plugin: `mcap` (the only one we read) or `sqlite3`.
     pub storage_identifier: String,
+    /// Last minus first message time.
     pub duration: Duration,
+    /// First message time.
     pub starting_time: StartingTime,
+    /// Messages in all files.
     pub message_count: u64,
+    /// Every topic with its type, QoS and message count.
     pub topics_with_message_count: Vec<TopicWithMessageCount>,
+    /// Bag-level compression (`zstd`) or empty; MCAP chunk compression is not listed here.
     #[serde(default)]
     pub compression_format: String,
+    /// `file`, `message` or empty.
     #[serde(default)]
     pub compression_mode: String,
+    /// Storage files relative to the bag directory.
     pub relative_file_paths: Vec<String>,
+    /// Per-file time range and count.
     #[serde(default)]
     pub files: Vec<FileInfo>,
     /// Free-form string pairs; `stars bag from-tallo` records its sequences here.
     #[serde(default)]
     pub custom_data: Option<BTreeMap<String, String>>,
+    /// The ROS distribution that wrote the bag.
     #[serde(default)]
     pub ros_distro: String,
 }
@@ -44,32 +56,40 @@ pub struct BagInfo {
 /// A span of time in nanoseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Duration {
+    /// Length in nanoseconds.
     pub nanoseconds: u64,
 }
 
 /// A point in time in nanoseconds since the epoch.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct StartingTime {
+    /// Nanoseconds since 1970-01-01T00:00:00Z.
     pub nanoseconds_since_epoch: u64,
 }
 
 /// One topic and how many messages it has.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopicWithMessageCount {
+    /// The topic.
     pub topic_metadata: TopicMetadata,
+    /// Its messages in the bag.
     pub message_count: u64,
 }
 
 /// A topic's name, type, serialization and QoS.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TopicMetadata {
+    /// Absolute topic name.
     pub name: String,
+    /// ROS type, e.g. `sensor_msgs/msg/Image`.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// `cdr` for ROS 2.
     pub serialization_format: String,
     /// A YAML string in version 8 (what we write), a list in version 9; kept as read.
     #[serde(default)]
     pub offered_qos_profiles: serde_yaml_ng::Value,
+    /// RIHS01 hash of the type (empty before Iron).
     #[serde(default)]
     pub type_description_hash: String,
 }
@@ -77,9 +97,13 @@ pub struct TopicMetadata {
 /// One storage file of the bag.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FileInfo {
+    /// Relative to the bag directory.
     pub path: String,
+    /// First message time in this file.
     pub starting_time: StartingTime,
+    /// Time span of this file.
     pub duration: Duration,
+    /// Messages in this file.
     pub message_count: u64,
 }
 
@@ -123,6 +147,7 @@ const INFINITE_NSEC: u64 = 854_775_807;
 pub struct Qos {
     /// 1 keep last, 2 keep all.
     pub history: u8,
+    /// Queue depth of keep-last.
     pub depth: u32,
     /// 1 reliable, 2 best effort.
     pub reliability: u8,

@@ -24,6 +24,7 @@
 //! ```
 pub mod metadata;
 pub mod reader;
+pub mod sequences;
 pub mod writer;
 
 pub use metadata::{BagInfo, MetadataFile, Qos};

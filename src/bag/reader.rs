@@ -193,6 +193,7 @@ fn read_summary(file: &mut File, len: u64) -> Result<Option<Summary>> {
 /// [`Messages::next_message`].
 #[derive(Clone, Copy, Debug)]
 pub struct BagMessage<'a> {
+    /// Topic name.
     pub topic: &'a str,
     /// The ROS type of the topic's schema, e.g. `sensor_msgs/msg/Image`.
     pub type_name: &'a str,

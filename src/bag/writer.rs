@@ -27,9 +27,13 @@ struct Topic {
 /// What a finished bag holds.
 #[derive(Clone, Debug)]
 pub struct BagSummary {
+    /// The bag directory.
     pub dir: PathBuf,
+    /// Messages written.
     pub message_count: u64,
+    /// First message time (0 for an empty bag).
     pub start_ns: u64,
+    /// Last message time.
     pub end_ns: u64,
 }
 

@@ -3,22 +3,20 @@
 //! `from-tallo` writes frames (rgb8) on `/camera/image_raw` and masks (mono8) on
 //! `/tallo/gt_mask`, one sequence after another, stamps advancing at `--fps` with a gap between
 //! sequences. Which frames came from which sequence is recorded in `metadata.yaml` under
-//! `custom_data` key [`SEQUENCES_KEY`] (JSON: id, first stamp, frame period, frame indices), so
-//! `to-tallo` can restore the directory layout; bags without it become one sequence.
+//! `custom_data` (see [`crate::bag::sequences`]), so `to-tallo` can restore the directory
+//! layout; bags without it become one sequence.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
 
+use crate::bag::sequences::{is_plain_name, SequenceSpan, SEQUENCES_KEY};
 use crate::bag::{BagReader, BagWriter, Qos};
 use crate::cli::progress;
 use crate::data::tallo::{list_sequences, Sequence};
 use crate::msg::{Header, Image, Message, Time};
 
-/// `custom_data` key of the sequence table written by `from-tallo`.
-pub const SEQUENCES_KEY: &str = "stars/tallo_sequences";
 /// Default first stamp of `from-tallo`: 2026-01-01T00:00:00Z (fixed, so output is reproducible).
 const DEFAULT_START_SEC: f64 = 1_767_225_600.0;
 const FRAMES_TOPIC: &str = "/camera/image_raw";
@@ -107,30 +105,6 @@ pub fn run(cmd: Command) -> Result<ExitCode> {
     .map(|()| ExitCode::SUCCESS)
 }
 
-/// Where one TALLO sequence lies in a bag's timeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SequenceSpan {
-    pub id: String,
-    /// Stamp of its first frame.
-    pub start_ns: u64,
-    /// Stamp step between frames.
-    pub period_ns: u64,
-    /// Original frame indices (file stems), in stamp order.
-    pub frames: Vec<u32>,
-}
-
-impl SequenceSpan {
-    /// The frame index stamped `stamp`, if it belongs to this sequence.
-    fn frame_at(&self, stamp: u64) -> Option<u32> {
-        let offset = stamp.checked_sub(self.start_ns)?;
-        if offset % self.period_ns.max(1) != 0 {
-            return None;
-        }
-        let k = usize::try_from(offset / self.period_ns.max(1)).ok()?;
-        self.frames.get(k).copied()
-    }
-}
-
 fn info(args: &InfoArgs) -> Result<()> {
     let bag = BagReader::open(&args.bag)?;
     let info = bag.info();
@@ -167,7 +141,7 @@ fn info(args: &InfoArgs) -> Result<()> {
             tw = type_w.unwrap_or(0),
         );
     }
-    if let Some(spans) = sequence_table(&bag)? {
+    if let Some(spans) = bag.sequence_table()? {
         println!("TALLO sequences:   {}", spans.len());
     }
     Ok(())
@@ -276,33 +250,6 @@ fn write_sequence(
     Ok(())
 }
 
-/// The sequence table `from-tallo` stored, if the bag has one.
-fn sequence_table(bag: &BagReader) -> Result<Option<Vec<SequenceSpan>>> {
-    let Some(text) = bag
-        .info()
-        .custom_data
-        .as_ref()
-        .and_then(|c| c.get(SEQUENCES_KEY))
-    else {
-        return Ok(None);
-    };
-    let spans: Vec<SequenceSpan> = serde_json::from_str(text)
-        .with_context(|| format!("parsing custom_data {SEQUENCES_KEY} of metadata.yaml"))?;
-    for s in &spans {
-        ensure!(
-            is_plain_name(&s.id),
-            "custom_data {SEQUENCES_KEY} names sequence {:?}, which is not a plain directory name",
-            s.id
-        );
-    }
-    Ok(Some(spans))
-}
-
-/// A single path component, so a bag cannot make us write outside `--out`.
-fn is_plain_name(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\'])
-}
-
 fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     let bag = BagReader::open(&args.bag)?;
     if args.out.is_dir() && std::fs::read_dir(&args.out)?.next().is_some() && !args.force {
@@ -311,7 +258,7 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
             args.out.display()
         );
     }
-    let spans = sequence_table(&bag)?;
+    let spans = bag.sequence_table()?;
     let fallback_id = args
         .bag
         .file_name()
@@ -473,28 +420,5 @@ mod tests {
             utc(951_782_400_000_000_000),
             "2000-02-29 00:00:00.000000000 UTC"
         );
-    }
-
-    #[test]
-    fn spans_map_stamps_to_frame_indices() {
-        let s = SequenceSpan {
-            id: "a".into(),
-            start_ns: 100,
-            period_ns: 10,
-            frames: vec![4, 5, 7],
-        };
-        assert_eq!(s.frame_at(100), Some(4));
-        assert_eq!(s.frame_at(120), Some(7));
-        assert_eq!(s.frame_at(130), None);
-        assert_eq!(s.frame_at(105), None);
-        assert_eq!(s.frame_at(90), None);
-    }
-
-    #[test]
-    fn sequence_ids_cannot_escape_the_output() {
-        assert!(is_plain_name("cam00_seq001"));
-        for bad in ["", ".", "..", "../x", "a/b"] {
-            assert!(!is_plain_name(bad), "{bad}");
-        }
     }
 }

@@ -12,7 +12,9 @@ const MIN_STATUS_BYTES: usize = 20;
 /// `diagnostic_msgs/msg/KeyValue`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
+    /// What the value is, e.g. `score`.
     pub key: String,
+    /// The value as text.
     pub value: String,
 }
 
@@ -34,9 +36,13 @@ impl Cdr for KeyValue {
 pub struct DiagnosticStatus {
     /// One of [`Self::OK`], [`Self::WARN`], [`Self::ERROR`], [`Self::STALE`].
     pub level: u8,
+    /// Component name, e.g. `stars/alert`.
     pub name: String,
+    /// Human-readable state.
     pub message: String,
+    /// Hardware the component watches.
     pub hardware_id: String,
+    /// Named values (score, threshold, area, bbox, ...).
     pub values: Vec<KeyValue>,
 }
 
@@ -80,7 +86,9 @@ impl Cdr for DiagnosticStatus {
 /// `diagnostic_msgs/msg/DiagnosticArray`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DiagnosticArray {
+    /// Time and frame of the report.
     pub header: Header,
+    /// One entry per component.
     pub status: Vec<DiagnosticStatus>,
 }
 

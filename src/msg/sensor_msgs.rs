@@ -17,14 +17,21 @@ pub const MAX_FLOAT_CHANNELS: u32 = 8192;
 /// The pixel encodings we read and write (a subset of ROS `sensor_msgs/image_encodings.hpp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
+    /// `rgb8`: red, green, blue bytes.
     Rgb8,
+    /// `bgr8`: blue, green, red bytes (OpenCV order).
     Bgr8,
+    /// `rgba8`: RGB plus alpha.
     Rgba8,
+    /// `bgra8`: BGR plus alpha.
     Bgra8,
+    /// `mono8` (alias `8UC1`): one byte, grey or a semantic id.
     Mono8,
+    /// `mono16` (alias `16UC1`): one 16-bit channel.
     Mono16,
     /// `32FC<N>`: N float32 channels (`32FC1` anomaly maps, `32FC1024` feature maps).
     Float32 {
+        /// N, 1 to [`MAX_FLOAT_CHANNELS`].
         channels: u32,
     },
 }
@@ -80,14 +87,19 @@ impl fmt::Display for Encoding {
 /// `sensor_msgs/msg/Image`: an uncompressed image, rows of `step` bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
+    /// Capture time and camera frame.
     pub header: Header,
+    /// Rows.
     pub height: u32,
+    /// Columns.
     pub width: u32,
+    /// Pixel layout.
     pub encoding: Encoding,
     /// Byte order of multi-byte channels (mono16, 32FC*).
     pub is_bigendian: bool,
     /// Row length in bytes (>= width * bytes per pixel).
     pub step: u32,
+    /// `step * height` bytes.
     pub data: Vec<u8>,
 }
 

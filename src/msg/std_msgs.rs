@@ -35,7 +35,9 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// `builtin_interfaces/msg/Time`: seconds and nanoseconds since the epoch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Time {
+    /// Whole seconds.
     pub sec: i32,
+    /// Nanoseconds within the second, below 1e9.
     pub nanosec: u32,
 }
 
@@ -74,7 +76,9 @@ impl Cdr for Time {
 /// `std_msgs/msg/Header`: when and in which coordinate frame data was taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Header {
+    /// When the data was taken.
     pub stamp: Time,
+    /// The coordinate frame (TF) of the data, e.g. `camera`.
     pub frame_id: String,
 }
 
@@ -107,6 +111,7 @@ impl Message for Header {
 /// `std_msgs/msg/Bool` (the alert node's `/stars/alert/active`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bool {
+    /// The value.
     pub data: bool,
 }
 
