@@ -441,6 +441,16 @@ fn output_directories_are_not_overwritten_without_force() {
     assert_clean_error(&stars(&args), "not empty (use --force");
     let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
     assert!(stars(&forced).status.success());
+    let out = stars(&[
+        "bag",
+        "from-tallo",
+        path_str(&seq),
+        "--out",
+        path_str(&tmp.path().join("b2")),
+        "--fps",
+        "0",
+    ]);
+    assert_clean_error(&out, "--fps must be between");
     // --force never deletes a directory that is not a bag.
     let out = stars(&[
         "bag",

@@ -148,18 +148,21 @@ fn info(args: &InfoArgs) -> Result<()> {
 }
 
 fn from_tallo(args: &FromTalloArgs) -> Result<()> {
+    // Bounds keep every stamp within `builtin_interfaces/Time` (i32 seconds) and u64 arithmetic.
     ensure!(
-        args.fps.is_finite() && args.fps > 0.0,
-        "--fps must be a positive number, got {}",
+        (1e-3..=1e6).contains(&args.fps),
+        "--fps must be between 0.001 and 1000000, got {}",
         args.fps
     );
     ensure!(
-        args.gap_sec.is_finite() && args.gap_sec >= 0.0,
-        "--gap-sec must be zero or positive"
+        (0.0..=1e6).contains(&args.gap_sec),
+        "--gap-sec must be between 0 and 1000000 seconds, got {}",
+        args.gap_sec
     );
     ensure!(
-        args.start_sec.is_finite() && args.start_sec >= 0.0,
-        "--start-sec must be zero or positive"
+        (0.0..=2e9).contains(&args.start_sec),
+        "--start-sec must be between 0 and 2e9 seconds after the epoch, got {}",
+        args.start_sec
     );
     let sequences = list_sequences(&args.input)?;
     let mut bag = BagWriter::create_with(&args.out, args.force)?;
