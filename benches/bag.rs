@@ -78,6 +78,19 @@ fn bag_throughput(c: &mut Criterion) {
             black_box(total)
         })
     });
+    group.bench_function("read_view", |b| {
+        b.iter(|| {
+            let bag = BagReader::open(&read_dir).unwrap();
+            let mut messages = bag.messages(&[]).unwrap();
+            let mut total = 0;
+            while let Some(m) = messages.next_message() {
+                let m = m.unwrap();
+                total += m.image().unwrap().data.len();
+            }
+            assert_eq!(total as u64, bytes);
+            black_box(total)
+        })
+    });
     group.bench_function("read_raw", |b| {
         b.iter(|| {
             let bag = BagReader::open(&read_dir).unwrap();

@@ -12,7 +12,7 @@ use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryRead
 use mcap::Summary;
 
 use super::metadata::{BagInfo, MetadataFile};
-use crate::msg::Message;
+use crate::msg::{Image, ImageRef, Message};
 
 /// Largest inflated size of a compressed chunk we accept (4 GiB), so a hostile file cannot make
 /// us allocate without bound.
@@ -203,18 +203,31 @@ pub struct BagMessage<'a> {
     pub data: &'a [u8],
 }
 
-impl BagMessage<'_> {
+impl<'a> BagMessage<'a> {
     /// Decodes the message as `M`, checking that the topic carries that type.
     pub fn decode<M: Message>(&self) -> Result<M> {
+        self.check_type(M::TYPE.name)?;
+        M::decode(self.data).with_context(|| self.describe())
+    }
+
+    /// Decodes a `sensor_msgs/msg/Image` without copying its pixels.
+    pub fn image(&self) -> Result<ImageRef<'a>> {
+        self.check_type(Image::TYPE.name)?;
+        Image::decode_ref(self.data).with_context(|| self.describe())
+    }
+
+    fn check_type(&self, name: &str) -> Result<()> {
         ensure!(
-            self.type_name == M::TYPE.name,
-            "topic {} carries {}, not {}",
+            self.type_name == name,
+            "topic {} carries {}, not {name}",
             self.topic,
-            self.type_name,
-            M::TYPE.name
+            self.type_name
         );
-        M::decode(self.data)
-            .with_context(|| format!("message on {} at {} ns", self.topic, self.log_time))
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("message on {} at {} ns", self.topic, self.log_time)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::bag::sequences::{is_plain_name, SequenceSpan, SEQUENCES_KEY};
 use crate::bag::{BagReader, BagWriter, Qos};
 use crate::cli::progress;
 use crate::data::tallo::{list_sequences, Sequence};
-use crate::msg::{Header, Image, Message, Time};
+use crate::msg::{Header, Image, ImageRef, Message, Time};
 
 /// Default first stamp of `from-tallo`: 2026-01-01T00:00:00Z (fixed, so output is reproducible).
 const DEFAULT_START_SEC: f64 = 1_767_225_600.0;
@@ -291,7 +291,8 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     let mut messages = bag.messages(&[&args.topic])?;
     let mut next_index = 0u32;
     while let Some(m) = messages.next_message() {
-        let image: Image = m?.decode()?;
+        let m = m?;
+        let image = m.image()?;
         let stamp = stamp_of(&image)?;
         let (id, index) = match &spans {
             Some(spans) => spans
@@ -327,7 +328,8 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     if masks.is_some() {
         let mut messages = bag.messages(&[&args.mask_topic])?;
         while let Some(m) = messages.next_message() {
-            let image: Image = m?.decode()?;
+            let m = m?;
+            let image = m.image()?;
             let stamp = stamp_of(&image)?;
             let (seq_dir, index) = placed.get(&stamp).with_context(|| {
                 format!(
@@ -356,7 +358,7 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     Ok(())
 }
 
-fn stamp_of(image: &Image) -> Result<u64> {
+fn stamp_of(image: &ImageRef) -> Result<u64> {
     image
         .header
         .stamp

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 
 pub use cdr::{CdrReader, CdrWriter};
 pub use diagnostic_msgs::{DiagnosticArray, DiagnosticStatus, KeyValue};
-pub use sensor_msgs::{Encoding, Image};
+pub use sensor_msgs::{Encoding, Image, ImageRef};
 pub use std_msgs::{Bool, Header, Time};
 
 /// A ROS 2 message type as a bag records it.

@@ -1,7 +1,7 @@
 //! `sensor_msgs/Image`: camera frames, ground-truth masks, anomaly maps and feature maps.
 use std::fmt;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use image::{GrayImage, RgbImage};
 
 use super::std_msgs::{header_dependency, Header};
@@ -85,8 +85,11 @@ impl fmt::Display for Encoding {
 }
 
 /// `sensor_msgs/msg/Image`: an uncompressed image, rows of `step` bytes.
+///
+/// `D` holds the pixels: an owned `Vec<u8>` by default, or a slice of a received buffer
+/// ([`ImageRef`], from [`Image::decode_ref`]) so reading a bag needs no pixel copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Image {
+pub struct Image<D = Vec<u8>> {
     /// Capture time and camera frame.
     pub header: Header,
     /// Rows.
@@ -100,8 +103,11 @@ pub struct Image {
     /// Row length in bytes (>= width * bytes per pixel).
     pub step: u32,
     /// `step * height` bytes.
-    pub data: Vec<u8>,
+    pub data: D,
 }
+
+/// An [`Image`] whose pixels are borrowed from a CDR buffer.
+pub type ImageRef<'a> = Image<&'a [u8]>;
 
 impl Image {
     /// A tightly packed rgb8 image.
@@ -138,14 +144,17 @@ impl Image {
             data,
         }
     }
+}
 
+impl<D: AsRef<[u8]>> Image<D> {
     /// Checks the size limits and that `step` and `data` agree with width, height and encoding.
     pub fn validate(&self) -> Result<()> {
         let expected = self.data_len()?;
+        let data = self.data.as_ref();
         ensure!(
-            self.data.len() == expected,
+            data.len() == expected,
             "image data is {} bytes but step {} x height {} = {expected}",
-            self.data.len(),
+            data.len(),
             self.step,
             self.height
         );
@@ -179,6 +188,7 @@ impl Image {
     fn rows(&self) -> impl Iterator<Item = &[u8]> {
         let row = self.width as usize * self.encoding.bytes_per_pixel();
         self.data
+            .as_ref()
             .chunks_exact(self.step.max(1) as usize)
             .map(move |r| &r[..row])
     }
@@ -221,6 +231,49 @@ impl Image {
             anyhow::anyhow!("mono8 buffer does not match {}x{}", self.width, self.height)
         })
     }
+
+    /// An owned copy (one copy of the pixels).
+    pub fn into_owned(self) -> Image {
+        Image {
+            header: self.header,
+            height: self.height,
+            width: self.width,
+            encoding: self.encoding,
+            is_bigendian: self.is_bigendian,
+            step: self.step,
+            data: self.data.as_ref().to_vec(),
+        }
+    }
+}
+
+impl<'a> ImageRef<'a> {
+    /// Decodes and validates a full CDR buffer, borrowing the pixels from it.
+    pub fn decode_ref(buf: &'a [u8]) -> Result<Self> {
+        let mut r = CdrReader::new(buf)?;
+        Self::read_ref(&mut r).with_context(|| format!("decoding {}", Image::TYPE.name))
+    }
+
+    fn read_ref(r: &mut CdrReader<'a>) -> Result<Self> {
+        let header = Header::read(r)?;
+        let height = r.u32()?;
+        let width = r.u32()?;
+        let encoding = Encoding::parse(&r.string()?)?;
+        let is_bigendian = r.u8()? != 0;
+        let step = r.u32()?;
+        let data = r.bytes()?;
+        let image = Self {
+            header,
+            height,
+            width,
+            encoding,
+            is_bigendian,
+            step,
+            data,
+        };
+        // Geometry and limits are checked before anyone copies the pixels.
+        image.validate()?;
+        Ok(image)
+    }
 }
 
 impl Cdr for Image {
@@ -235,31 +288,7 @@ impl Cdr for Image {
     }
 
     fn read(r: &mut CdrReader) -> Result<Self> {
-        let header = Header::read(r)?;
-        let height = r.u32()?;
-        let width = r.u32()?;
-        let encoding = Encoding::parse(&r.string()?)?;
-        let is_bigendian = r.u8()? != 0;
-        let step = r.u32()?;
-        let data = r.bytes()?;
-        let mut image = Self {
-            header,
-            height,
-            width,
-            encoding,
-            is_bigendian,
-            step,
-            data: Vec::new(),
-        };
-        // Check the geometry before copying the pixels, so the copy is bounded by the limits.
-        let expected = image.data_len()?;
-        ensure!(
-            data.len() == expected,
-            "image data is {} bytes but step {step} x height {height} = {expected}",
-            data.len()
-        );
-        image.data = data.to_vec();
-        Ok(image)
+        ImageRef::read_ref(r).map(ImageRef::into_owned)
     }
 }
 
@@ -333,6 +362,17 @@ mod tests {
         for n in 0..buf.len() {
             assert!(Image::decode(&buf[..n]).is_err(), "prefix {n}");
         }
+    }
+
+    #[test]
+    fn borrowed_decode_shares_the_buffer_and_matches_owned() {
+        let img = sample(Encoding::Bgr8, 5, 3);
+        let buf = img.encode();
+        let view = Image::decode_ref(&buf).unwrap();
+        let range = buf.as_ptr_range();
+        assert!(range.contains(&view.data.as_ptr()), "pixels are not copied");
+        assert_eq!(view.to_rgb8().unwrap(), img.to_rgb8().unwrap());
+        assert_eq!(view.into_owned(), img);
     }
 
     #[test]
