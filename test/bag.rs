@@ -357,6 +357,8 @@ fn from_tallo_then_to_tallo_is_pixel_identical() {
     let split = tmp.path().join("test");
     write_sequence(&split.join("cam00_seq000"), &[0, 1, 2], (33, 17), 1);
     write_sequence(&split.join("cam01_seq001"), &[5, 6, 7, 8], (20, 10), 2);
+    let meta = r#"{"sequence_id": "cam01_seq001", "seed": 7}"#;
+    std::fs::write(split.join("cam01_seq001/meta.json"), meta).unwrap();
     let bag = tmp.path().join("bag");
     let out = stars(&[
         "bag",
@@ -409,6 +411,11 @@ fn from_tallo_then_to_tallo_is_pixel_identical() {
     );
     let files = png_files(&split);
     assert_eq!(png_files(&back), files);
+    assert_eq!(
+        std::fs::read_to_string(back.join("cam01_seq001/meta.json")).unwrap(),
+        meta
+    );
+    assert!(!back.join("cam00_seq000/meta.json").exists());
     for f in &files {
         let a = image::open(split.join(f)).unwrap();
         let b = image::open(back.join(f)).unwrap();

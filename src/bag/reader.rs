@@ -113,6 +113,41 @@ impl BagReader {
         self.file_len
     }
 
+    /// Names of the MCAP attachments, in file order.
+    pub fn attachment_names(&self) -> impl Iterator<Item = &str> {
+        self.summary
+            .attachment_indexes
+            .iter()
+            .map(|a| a.name.as_str())
+    }
+
+    /// The content of the first attachment called `name`.
+    pub fn attachment(&self, name: &str) -> Result<Vec<u8>> {
+        let path = &self.mcap_path;
+        let index = self
+            .summary
+            .attachment_indexes
+            .iter()
+            .find(|a| a.name == name)
+            .with_context(|| format!("{} has no attachment {name}", path.display()))?;
+        const RECORD_HEADER: u64 = 1 + 8;
+        ensure!(
+            index.length >= RECORD_HEADER
+                && index.offset.saturating_add(index.length) <= self.file_len,
+            "{}: attachment {name} lies outside the file",
+            path.display()
+        );
+        let mut record = vec![0; index.length as usize];
+        let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        file.seek(SeekFrom::Start(index.offset))
+            .and_then(|_| file.read_exact(&mut record))
+            .with_context(|| format!("reading attachment {name} of {}", path.display()))?;
+        match mcap::parse_record(op::ATTACHMENT, &record[RECORD_HEADER as usize..]) {
+            Ok(Record::Attachment { data, .. }) => Ok(data.into_owned()),
+            _ => bail!("{}: attachment {name} is damaged", path.display()),
+        }
+    }
+
     /// Streams the messages of `topics` (all when empty) in log-time order.
     pub fn messages(&self, topics: &[&str]) -> Result<Messages<'_>> {
         for t in topics {

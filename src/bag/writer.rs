@@ -124,6 +124,27 @@ impl BagWriter {
         Ok(())
     }
 
+    /// Stores a file as an MCAP attachment (ROS tools skip attachments; `stars bag from-tallo`
+    /// keeps each sequence's `meta.json` there).
+    pub fn attach(
+        &mut self,
+        name: &str,
+        media_type: &str,
+        data: &[u8],
+        log_time: u64,
+    ) -> Result<()> {
+        let attachment = mcap::Attachment {
+            log_time,
+            create_time: log_time,
+            name: name.into(),
+            media_type: media_type.into(),
+            data: std::borrow::Cow::Borrowed(data),
+        };
+        self.mcap()?
+            .attach(&attachment)
+            .with_context(|| format!("attaching {name}"))
+    }
+
     /// Records a `custom_data` entry of `metadata.yaml`.
     pub fn set_custom_data(&mut self, key: &str, value: String) {
         self.custom_data.insert(key.to_string(), value);

@@ -187,6 +187,17 @@ fn from_tallo(args: &FromTalloArgs) -> Result<()> {
             frames: Vec::new(),
         });
         let span = spans.last_mut().expect("just pushed");
+        let meta = seq.meta_path();
+        if meta.is_file() {
+            let text =
+                std::fs::read(&meta).with_context(|| format!("reading {}", meta.display()))?;
+            bag.attach(
+                &meta_attachment(&seq.id),
+                "application/json",
+                &text,
+                span.start_ns,
+            )?;
+        }
         result = write_sequence(&mut bag, seq, span, &args.frame_id, &bar);
         if result.is_err() {
             break;
@@ -349,6 +360,18 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    // Sequences' meta.json, kept by from-tallo as attachments.
+    for seq_dir in &sequence_dirs {
+        let id = seq_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let name = meta_attachment(&id.unwrap_or_default());
+        if bag.attachment_names().any(|n| n == name) {
+            let path = seq_dir.join("meta.json");
+            std::fs::write(&path, bag.attachment(&name)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
     eprintln!(
         "wrote {} frames in {} sequences to {}",
         placed.len(),
@@ -356,6 +379,11 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Attachment name of a sequence's `meta.json`.
+fn meta_attachment(id: &str) -> String {
+    format!("{id}/meta.json")
 }
 
 fn stamp_of(image: &ImageRef) -> Result<u64> {
