@@ -187,17 +187,6 @@ fn from_tallo(args: &FromTalloArgs) -> Result<()> {
             frames: Vec::new(),
         });
         let span = spans.last_mut().expect("just pushed");
-        let meta = seq.meta_path();
-        if meta.is_file() {
-            let text =
-                std::fs::read(&meta).with_context(|| format!("reading {}", meta.display()))?;
-            bag.attach(
-                &meta_attachment(&seq.id),
-                "application/json",
-                &text,
-                span.start_ns,
-            )?;
-        }
         result = write_sequence(&mut bag, seq, span, &args.frame_id, &bar);
         if result.is_err() {
             break;
@@ -225,7 +214,8 @@ fn from_tallo(args: &FromTalloArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes one sequence's frames and masks, adding each frame index to `span` once written.
+/// Writes one sequence's `meta.json` (as an attachment), frames and masks, adding each frame
+/// index to `span` once written.
 fn write_sequence(
     bag: &mut BagWriter,
     seq: &Sequence,
@@ -233,6 +223,12 @@ fn write_sequence(
     frame_id: &str,
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
+    let meta = seq.meta_path();
+    if meta.is_file() {
+        let text = std::fs::read(&meta).with_context(|| format!("reading {}", meta.display()))?;
+        let name = meta_attachment(&seq.id);
+        bag.attach(&name, "application/json", &text, span.start_ns)?;
+    }
     let mut size = None;
     for (i, frame) in seq.frames.iter().enumerate() {
         let rgb = seq.load_image(i)?;
@@ -298,7 +294,7 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
 
     // Pass 1: frames. Remember where each stamp went so masks can follow it.
     let mut placed: HashMap<u64, (PathBuf, u32)> = HashMap::new();
-    let mut sequence_dirs = std::collections::BTreeSet::new();
+    let mut sequence_ids = std::collections::BTreeSet::new();
     let mut messages = bag.messages(&[&args.topic])?;
     let mut next_index = 0u32;
     while let Some(m) = messages.next_message() {
@@ -318,7 +314,7 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
         };
         next_index += 1;
         let seq_dir = args.out.join(id);
-        if sequence_dirs.insert(seq_dir.clone()) {
+        if sequence_ids.insert(id.to_string()) {
             std::fs::create_dir_all(seq_dir.join("frames"))
                 .with_context(|| format!("creating {}", seq_dir.display()))?;
         }
@@ -361,13 +357,10 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     // Sequences' meta.json, kept by from-tallo as attachments.
-    for seq_dir in &sequence_dirs {
-        let id = seq_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        let name = meta_attachment(&id.unwrap_or_default());
+    for id in &sequence_ids {
+        let name = meta_attachment(id);
         if bag.attachment_names().any(|n| n == name) {
-            let path = seq_dir.join("meta.json");
+            let path = args.out.join(id).join("meta.json");
             std::fs::write(&path, bag.attachment(&name)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
@@ -375,7 +368,7 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
     eprintln!(
         "wrote {} frames in {} sequences to {}",
         placed.len(),
-        sequence_dirs.len(),
+        sequence_ids.len(),
         args.out.display()
     );
     Ok(())
