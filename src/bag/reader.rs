@@ -56,7 +56,10 @@ impl BagReader {
         let mcap_path = dir.join(file_name);
         let mut file =
             File::open(&mcap_path).with_context(|| format!("opening {}", mcap_path.display()))?;
-        let file_len = file.metadata()?.len();
+        let file_len = file
+            .metadata()
+            .with_context(|| format!("reading {}", mcap_path.display()))?
+            .len();
         let summary = read_summary(&mut file, file_len)
             .with_context(|| {
                 format!(
