@@ -434,6 +434,13 @@ fn from_tallo_then_to_tallo_is_pixel_identical() {
                 .unwrap();
         assert_eq!(table[1]["id"], "cam01_seq001");
         assert_eq!(table[1]["frames"], json!([5, 6, 7, 8]));
+        // The meta.json attachment does not disturb either reader.
+        let ours = our_messages(&bag);
+        assert_eq!(rb["messages"].as_array().unwrap(), &ours);
+        let mcap = bag.join("bag_0.mcap");
+        let mr: Value =
+            serde_json::from_str(&run_python(&py, "bag_read_mcap.py", &[path_str(&mcap)])).unwrap();
+        assert_eq!(mr["messages"].as_array().unwrap(), &ours);
     }
 }
 
