@@ -16,6 +16,7 @@ use crate::msg::{Message, MessageType};
 /// rosbag2's MCAP plugin also writes uncompressed chunks by default.
 const CHUNK_SIZE: u64 = 4 << 20;
 
+/// A declared topic, its MCAP channel and its message count so far.
 struct Topic {
     name: String,
     ty: MessageType,
