@@ -7,8 +7,8 @@
 //! each pixel adds `1 / |r|` to a difference array at its bin, and a suffix sum at the end gives
 //! the summed overlaps at every threshold: O(pixels) work and O(T) memory, with one
 //! connected-component pass per frame (on the bounding box of its anomaly pixels only).
-use imageproc::region_labelling::{connected_components, Connectivity};
 use image::{GrayImage, Luma};
+use imageproc::region_labelling::{connected_components, Connectivity};
 
 use super::binned::{bin_of, trapezoid};
 

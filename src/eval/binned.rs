@@ -165,7 +165,13 @@ impl Histogram {
         let precision = tp
             .iter()
             .zip(&fp)
-            .map(|(&t, &f)| if t + f == 0 { 0.0 } else { t as f64 / (t + f) as f64 })
+            .map(|(&t, &f)| {
+                if t + f == 0 {
+                    0.0
+                } else {
+                    t as f64 / (t + f) as f64
+                }
+            })
             .collect();
         Some(Curves {
             thresholds,

@@ -292,9 +292,8 @@ impl Evaluator {
 
         let image_auroc = StepCurve::new(&mut self.frame_scores.clone()).auroc();
         if image_auroc.is_none() && counts.frames > 0 {
-            notes.push(
-                "image AUROC needs frames with and without anomalies: undefined".to_string(),
-            );
+            notes
+                .push("image AUROC needs frames with and without anomalies: undefined".to_string());
         }
         if self.frames_without_score > 0 {
             notes.push(format!(
@@ -372,7 +371,10 @@ pub fn pair_frames(pred: &Path, gt: &Path) -> Result<Vec<FramePair>> {
         bail!("no ground-truth masks under {}", gt.display());
     }
     if unmasked > 0 {
-        tracing::warn!("{unmasked} frames under {} have no mask and were skipped", gt.display());
+        tracing::warn!(
+            "{unmasked} frames under {} have no mask and were skipped",
+            gt.display()
+        );
     }
     Ok(pairs)
 }
@@ -449,7 +451,8 @@ mod tests {
     #[test]
     fn all_normal_split_is_undefined_not_a_crash() {
         let mut e = eval(10, true);
-        e.add_frame(&[0.1, 0.2, 0.3, 0.4], 2, 2, &[0, 1, 2, 255]).unwrap();
+        e.add_frame(&[0.1, 0.2, 0.3, 0.4], 2, 2, &[0, 1, 2, 255])
+            .unwrap();
         let m = e.finish();
         assert_eq!((m.auroc, m.ap, m.fpr95, m.aupro), (None, None, None, None));
         assert!(m.curves.is_none());

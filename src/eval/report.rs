@@ -119,8 +119,7 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
             out.join("metrics.json")
         } else {
             let dir = out.join(&method.name);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             dir.join("metrics.json")
         };
         write_metrics_json(&path, &method.metrics)?;
@@ -131,7 +130,9 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("writing {}", table.display()))?;
     written.push(table);
 
-    let series = |points: fn(&Metrics) -> Vec<(f64, f64)>, what: &str, value: fn(&Metrics) -> Option<f64>| {
+    let series = |points: fn(&Metrics) -> Vec<(f64, f64)>,
+                  what: &str,
+                  value: fn(&Metrics) -> Option<f64>| {
         methods
             .iter()
             .map(|m| Series {

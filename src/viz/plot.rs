@@ -165,7 +165,10 @@ mod tests {
         .unwrap();
         let img = image::open(&path).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (320, 240));
-        assert!(img.pixels().any(|p| p.0 == [0, 114, 178]), "no curve pixels");
+        assert!(
+            img.pixels().any(|p| p.0 == [0, 114, 178]),
+            "no curve pixels"
+        );
         assert!(img.pixels().any(|p| p.0 == [0, 0, 0]), "no text or axes");
     }
 }
