@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Metrics;
-use crate::viz::plot::{LinePlot, Series};
+use crate::viz::plot::{LegendCorner, LinePlot, Series};
 
 /// Plot size in pixels.
 const PLOT_SIZE: (u32, u32) = (800, 600);
@@ -160,6 +160,7 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                     label: "chance".into(),
                     points: vec![(0.0, 0.0), (1.0, 1.0)],
                 }),
+                legend: LegendCorner::LowerRight,
             },
         ),
         (
@@ -175,6 +176,7 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                     label: format!("prevalence {prevalence:.4}"),
                     points: vec![(0.0, prevalence), (1.0, prevalence)],
                 }),
+                legend: LegendCorner::LowerLeft,
             },
         ),
         (
@@ -187,6 +189,7 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
                 y_range: (0.0, 1.0),
                 series: series(pro_points, "AUPRO", |m| m.aupro),
                 reference: None,
+                legend: LegendCorner::LowerRight,
             },
         ),
     ];

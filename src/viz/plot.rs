@@ -47,6 +47,17 @@ pub struct LinePlot {
     pub series: Vec<Series>,
     /// Drawn dashed grey under the curves.
     pub reference: Option<Series>,
+    /// Corner of the legend box (where the curves usually are not).
+    pub legend: LegendCorner,
+}
+
+/// Where the legend goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegendCorner {
+    /// ROC and PRO curves leave this corner empty.
+    LowerRight,
+    /// Precision-recall curves leave this corner empty.
+    LowerLeft,
 }
 
 fn register_embedded_font() -> Result<()> {
@@ -82,6 +93,8 @@ impl LinePlot {
         width: u32,
         height: u32,
     ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let decimals = |(lo, hi): (f64, f64)| if hi - lo < 0.5 { 2 } else { 1 };
+        let (x_decimals, y_decimals) = (decimals(self.x_range), decimals(self.y_range));
         let root = BitMapBackend::with_buffer(buf, (width, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
@@ -100,8 +113,9 @@ impl LinePlot {
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 20))
             .light_line_style(RGBColor(235, 235, 235))
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
+            .max_light_lines(4)
+            .x_label_formatter(&|x| format!("{x:.x_decimals$}"))
+            .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
             .draw()?;
         if let Some(reference) = &self.reference {
             let grey = RGBColor(150, 150, 150);
@@ -121,8 +135,8 @@ impl LinePlot {
             let colour = COLOURS[i % COLOURS.len()];
             chart
                 .draw_series(LineSeries::new(
-                    series.points.iter().copied(),
-                    colour.stroke_width(3),
+                    thin(&series.points, self.x_range, self.y_range),
+                    colour.stroke_width(2),
                 ))?
                 .label(&series.label)
                 .legend(move |(x, y)| {
@@ -131,7 +145,10 @@ impl LinePlot {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(match self.legend {
+                LegendCorner::LowerRight => SeriesLabelPosition::LowerRight,
+                LegendCorner::LowerLeft => SeriesLabelPosition::LowerLeft,
+            })
             .label_font(("sans-serif", 16))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
@@ -139,6 +156,22 @@ impl LinePlot {
         root.present()?;
         Ok(())
     }
+}
+
+/// Drops points closer than 1/1000 of the axes to the last kept one: thousands of sub-pixel
+/// segments render as a ragged thick line.
+fn thin(points: &[(f64, f64)], x: (f64, f64), y: (f64, f64)) -> Vec<(f64, f64)> {
+    let (sx, sy) = ((x.1 - x.0) / 1000.0, (y.1 - y.0) / 1000.0);
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (i, &p) in points.iter().enumerate() {
+        let far = out
+            .last()
+            .is_none_or(|q| (p.0 - q.0).abs() > sx || (p.1 - q.1).abs() > sy);
+        if far || i + 1 == points.len() {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -160,6 +193,7 @@ mod tests {
                 points: vec![(0.0, 0.0), (1.0, 1.0)],
             }],
             reference: None,
+            legend: LegendCorner::LowerRight,
         }
         .save_png(&path, 320, 240)
         .unwrap();
