@@ -6,7 +6,7 @@
 //! every region of the split. Because `sum_r overlap_r(k) = sum_r sum_{i in r} [bin_i >= k] / |r|`,
 //! each pixel adds `1 / |r|` to a difference array at its bin, and a suffix sum at the end gives
 //! the summed overlaps at every threshold: O(pixels) work and O(T) memory, with one
-//! connected-component pass per frame (on the bounding box of its anomaly pixels only).
+//! connected-component pass per frame, run only on boxes around the rows that hold anomalies.
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{connected_components, Connectivity};
 
@@ -35,36 +35,43 @@ impl ProAccumulator {
         self.regions
     }
 
-    /// Adds one frame: `scores` and `mask` are row-major `width x height`. Non-finite scores
-    /// are left out of their region (a region with none left is not counted).
+    /// Adds one frame: `scores` and `mask` are row-major with `width` columns. Non-finite
+    /// scores are left out of their region (a region with none left is not counted).
     pub fn add_frame(&mut self, scores: &[f32], mask: &[u8], width: usize, anomaly: u8) {
-        let Some((x0, y0, x1, y1)) = bounding_box(mask, width, anomaly) else {
-            return;
-        };
-        let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
-        let crop = GrayImage::from_fn(bw as u32, bh as u32, |x, y| {
-            let i = (y0 + y as usize) * width + x0 + x as usize;
-            Luma([u8::from(mask[i] == anomaly)])
-        });
-        let labels = connected_components(&crop, Connectivity::Eight, Luma([0u8]));
-        let labels = labels.as_raw();
-        let count = labels.iter().copied().max().unwrap_or(0) as usize;
-        let pixel = |j: usize| (y0 + j / bw) * width + x0 + j % bw;
+        for band in bands(mask, width, anomaly) {
+            self.add_band(scores, mask, width, anomaly, &band);
+        }
+    }
 
-        let mut sizes = vec![0u32; count + 1];
-        for (j, &l) in labels.iter().enumerate() {
-            if l != 0 && scores[pixel(j)].is_finite() {
-                sizes[l as usize] += 1;
-            }
-        }
+    /// Labels one band and adds its regions: every region pixel adds `1 / |region|` at its bin.
+    fn add_band(&mut self, scores: &[f32], mask: &[u8], width: usize, anomaly: u8, b: &Band) {
+        let (bw, bh) = (b.x1 - b.x0 + 1, b.y1 - b.y0 + 1);
+        let rows = || (b.y0..=b.y1).map(|y| y * width + b.x0..y * width + b.x1 + 1);
+        let crop: Vec<u8> = rows()
+            .flat_map(|r| mask[r].iter().map(|&m| u8::from(m == anomaly)))
+            .collect();
+        let crop =
+            GrayImage::from_raw(bw as u32, bh as u32, crop).expect("crop buffer is band-sized");
+        let labels = connected_components(&crop, Connectivity::Eight, Luma([0u8]));
+
         let scale = (self.diff.len() - 1) as f64;
-        for (j, &l) in labels.iter().enumerate() {
-            let s = scores[pixel(j)];
-            if l != 0 && s.is_finite() {
-                self.diff[bin_of(s, scale)] += 1.0 / f64::from(sizes[l as usize]);
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut members: Vec<(u32, u32)> = Vec::new(); // (label, bin) of scored region pixels
+        for (r, labels) in rows().zip(labels.as_raw().chunks_exact(bw)) {
+            for (&s, &l) in scores[r].iter().zip(labels) {
+                if l != 0 && s.is_finite() {
+                    if sizes.len() <= l as usize {
+                        sizes.resize(l as usize + 1, 0);
+                    }
+                    sizes[l as usize] += 1;
+                    members.push((l, bin_of(s, scale) as u32));
+                }
             }
         }
-        self.regions += sizes[1..].iter().filter(|&&n| n > 0).count() as u64;
+        for (l, bin) in members {
+            self.diff[bin as usize] += 1.0 / f64::from(sizes[l as usize]);
+        }
+        self.regions += sizes.iter().filter(|&&n| n > 0).count() as u64;
     }
 
     /// PRO(k) for every threshold index; `None` when no region was seen.
@@ -82,20 +89,43 @@ impl ProAccumulator {
     }
 }
 
-/// Inclusive bounding box `(x0, y0, x1, y1)` of the `anomaly` pixels, `None` when there are none.
-fn bounding_box(mask: &[u8], width: usize, anomaly: u8) -> Option<(usize, usize, usize, usize)> {
-    let mut bbox: Option<(usize, usize, usize, usize)> = None;
+/// Inclusive box of rows `y0..=y1` and columns `x0..=x1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Band {
+    x0: usize,
+    y0: usize,
+    x1: usize,
+    y1: usize,
+}
+
+/// Boxes around runs of consecutive rows holding `anomaly` pixels. A fully clean row separates
+/// runs, so no 8-connected region spans two boxes and each can be labelled on its own; together
+/// they are usually far smaller than the frame, or than one box around every anomaly.
+fn bands(mask: &[u8], width: usize, anomaly: u8) -> Vec<Band> {
+    let mut out: Vec<Band> = Vec::new();
+    let mut open = false;
     for (y, row) in mask.chunks_exact(width).enumerate() {
         let Some(first) = row.iter().position(|&m| m == anomaly) else {
+            open = false;
             continue;
         };
         let last = row.iter().rposition(|&m| m == anomaly).unwrap_or(first);
-        bbox = Some(match bbox {
-            None => (first, y, last, y),
-            Some((x0, y0, x1, _)) => (x0.min(first), y0, x1.max(last), y),
-        });
+        match out.last_mut() {
+            Some(b) if open => {
+                b.x0 = b.x0.min(first);
+                b.x1 = b.x1.max(last);
+                b.y1 = y;
+            }
+            _ => out.push(Band {
+                x0: first,
+                y0: y,
+                x1: last,
+                y1: y,
+            }),
+        }
+        open = true;
     }
-    bbox
+    out
 }
 
 /// Normalised area under the PRO curve up to `max_fpr`.
@@ -147,6 +177,18 @@ mod tests {
         // Curve: (0,0) -> (0.1,0.5) -> (0.3, 0.5 + 0.5 * 0.2/0.4 = 0.75).
         let area = 0.1 * 0.25 + 0.2 * (0.5 + 0.75) / 2.0;
         assert!((integrate(&fpr, &pro, 0.3).unwrap() - area / 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn clean_rows_split_bands() {
+        let mut mask = vec![0u8; 5 * 4];
+        mask[1] = 9; // row 0
+        mask[5 + 3] = 9; // row 1, diagonal to nothing: same band
+        mask[3 * 5 + 4] = 9; // row 3, after a clean row
+        let b = bands(&mask, 5, 9);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].x0, b[0].x1, b[0].y0, b[0].y1), (1, 3, 0, 1));
+        assert_eq!((b[1].x0, b[1].x1, b[1].y0, b[1].y1), (4, 4, 3, 3));
     }
 
     #[test]
