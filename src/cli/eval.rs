@@ -37,7 +37,7 @@ pub struct Args {
     pub out: PathBuf,
     /// Also compute sort-based AUROC / AP / FPR@95 (scikit-learn's definitions).
     ///
-    /// Keeps every pixel's score in memory (5 bytes per pixel): for small sets. Curves, AUPRO
+    /// Keeps every pixel's score in memory (8 bytes per pixel): for small sets. Curves, AUPRO
     /// and the operating point stay binned.
     #[arg(long)]
     pub exact: bool,
@@ -61,11 +61,15 @@ fn parse_pred(spec: &str) -> Result<(String, PathBuf)> {
         Some((name, dir)) if !Path::new(spec).is_dir() => (name.to_string(), PathBuf::from(dir)),
         _ => {
             let dir = PathBuf::from(spec);
+            // `.` and `..` have no usable last component until resolved.
             let name = dir
-                .canonicalize()
-                .ok()
-                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| spec.to_string());
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .or_else(|| {
+                    let full = dir.canonicalize().ok()?;
+                    full.file_name().map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "pred".to_string());
             (name, dir)
         }
     };
