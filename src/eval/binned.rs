@@ -56,6 +56,15 @@ impl FrameScan {
         }
     }
 
+    /// Anomalous pixels with a finite score in this frame.
+    pub fn positives(&self) -> u64 {
+        let bins = self.hist.len() / 3;
+        self.hist[bins..2 * bins]
+            .iter()
+            .map(|&c| u64::from(c))
+            .sum()
+    }
+
     fn merge(mut self, other: Self) -> Self {
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             *a += b;

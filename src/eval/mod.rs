@@ -200,7 +200,8 @@ impl Evaluator {
         self.counts.non_finite_pixels += scan.non_finite;
         self.counts.clipped_pixels += scan.clipped;
 
-        let anomalous = mask.contains(&anomaly);
+        // The histogram already knows unless every anomaly pixel had a non-finite score.
+        let anomalous = scan.positives() > 0 || (scan.non_finite > 0 && mask.contains(&anomaly));
         if anomalous {
             self.counts.anomalous_frames += 1;
             self.pro.add_frame(scores, mask, width, anomaly);
