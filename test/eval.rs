@@ -128,6 +128,54 @@ fn exact_mode_equals_scikit_learn_with_ties() {
 }
 
 #[test]
+fn binned_mode_equals_the_authors_recipe_including_scores_on_thresholds() {
+    let Some(py) = support::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // 7 levels k/6 on 13 thresholds k/12: many scores sit exactly on a threshold (>= counts
+    // them). Levels 0-2 are only normal and 5-6 only anomalous, so runs of thresholds share a
+    // recall while precision changes, and the tie order of the PR points matters.
+    for (seed, levels, bins) in [(4u64, 7usize, 13usize), (5, 200, 5000)] {
+        let mut rng = Rng(seed);
+        let mut frame = tied_frame(&mut rng, 6000, levels);
+        for (s, m) in frame.0.iter().zip(frame.1.iter_mut()) {
+            let level = (s * (levels - 1) as f32).round() as usize;
+            if *m != 255 && levels == 7 && level != 3 && level != 4 {
+                *m = if level >= 5 { 9 } else { 0 };
+            }
+        }
+        let metrics = evaluate(std::slice::from_ref(&frame), 100, cfg(bins, false));
+        let (scores, labels): (Vec<f32>, Vec<u8>) = frame
+            .0
+            .iter()
+            .zip(&frame.1)
+            .filter(|(s, &m)| s.is_finite() && m != 255)
+            .map(|(&s, &m)| (s, u8::from(m == 9)))
+            .unzip();
+        let (sp, lp) = (tmp.path().join("s.npy"), tmp.path().join("l.npy"));
+        write_npy_f32(&sp, &scores, &[scores.len()]);
+        write_npy_u8(&lp, &labels, &[labels.len()]);
+        let out = run_python(
+            &py,
+            "binned_reference.py",
+            &[
+                sp.to_str().unwrap(),
+                lp.to_str().unwrap(),
+                &bins.to_string(),
+            ],
+        );
+        let reference: Value = serde_json::from_str(&out).unwrap();
+        for (name, ours) in [
+            ("auroc", metrics.auroc),
+            ("ap", metrics.ap),
+            ("fpr95", metrics.fpr95),
+        ] {
+            let r = reference[name].as_f64().unwrap();
+            assert_close(&format!("{name} (bins {bins})"), ours, r, 1e-9);
+        }
+    }
+}
+
+#[test]
 fn binned_mode_is_within_2e3_of_exact_on_continuous_scores() {
     let mut rng = Rng(7);
     let frames: Vec<_> = (0..4)
