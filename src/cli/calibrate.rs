@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::data::tallo::MaskIds;
+use super::eval::{score_pairs, MaskIdArgs};
 use crate::eval::calibrate::Threshold;
-use crate::eval::{add_pair, pair_frames, EvalConfig, Evaluator};
+use crate::eval::{pair_frames, EvalConfig, Evaluator};
 
 /// Arguments of `stars calibrate`.
 #[derive(clap::Args, Debug)]
@@ -30,34 +30,22 @@ pub struct Args {
     /// Number of candidate thresholds, linspace(0, 1, BINS).
     #[arg(long, default_value_t = 5000, value_name = "BINS")]
     pub bins: usize,
-    /// Mask id of anomalous pixels.
-    #[arg(long, default_value_t = 9, value_name = "ID")]
-    pub anomaly_id: u8,
-    /// Mask id of pixels left out.
-    #[arg(long, default_value_t = 255, value_name = "ID")]
-    pub ignore_id: u8,
+    #[command(flatten)]
+    pub ids: MaskIdArgs,
 }
 
 /// Runs `stars calibrate`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let cfg = EvalConfig {
         bins: args.bins,
-        ids: MaskIds {
-            anomaly: args.anomaly_id,
-            ignore: args.ignore_id,
-            ..MaskIds::default()
-        },
+        ids: args.ids.ids(),
         ..EvalConfig::default()
     };
-    let mut eval = Evaluator::new(cfg)?;
+    Evaluator::new(cfg.clone())?; // reject bad settings before reading anything
     let pairs = pair_frames(&args.pred, &args.gt)?;
     let bar = super::progress::bar(pairs.len() as u64, "calibrate");
-    for pair in &pairs {
-        add_pair(&mut eval, pair)?;
-        bar.inc(1);
-    }
+    let metrics = score_pairs(&pairs, &cfg, &bar)?;
     bar.finish_and_clear();
-    let metrics = eval.finish();
     let source = format!(
         "stars calibrate --pred {} --gt {} ({} frames)",
         args.pred.display(),

@@ -3,10 +3,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
 
 use crate::data::tallo::MaskIds;
 use crate::eval::report::{markdown_table, write_report, Method};
-use crate::eval::{add_pair, pair_frames, EvalConfig, Evaluator, FramePair};
+use crate::eval::{add_pair, pair_frames, EvalConfig, Evaluator, FramePair, Metrics};
 
 /// Arguments of `stars eval`.
 #[derive(clap::Args, Debug)]
@@ -44,15 +45,43 @@ pub struct Args {
     /// Number of thresholds, linspace(0, 1, BINS); a pixel is positive when score >= threshold.
     #[arg(long, default_value_t = 5000, value_name = "BINS")]
     pub bins: usize,
+    #[command(flatten)]
+    pub ids: MaskIdArgs,
+    /// AUPRO integrates the PRO curve from FPR 0 to this limit (STARS paper: 0.3).
+    #[arg(long, default_value_t = 0.3, value_name = "FPR")]
+    pub aupro_max_fpr: f64,
+}
+
+/// Mask ids, shared by `eval` and `calibrate`.
+#[derive(clap::Args, Debug)]
+pub struct MaskIdArgs {
     /// Mask id of anomalous pixels (synthetic data and the STARS paper: 9; ALLO loader: 8).
     #[arg(long, default_value_t = 9, value_name = "ID")]
     pub anomaly_id: u8,
     /// Mask id of pixels left out of every metric.
     #[arg(long, default_value_t = 255, value_name = "ID")]
     pub ignore_id: u8,
-    /// AUPRO integrates the PRO curve from FPR 0 to this limit (STARS paper: 0.3).
-    #[arg(long, default_value_t = 0.3, value_name = "FPR")]
-    pub aupro_max_fpr: f64,
+}
+
+impl MaskIdArgs {
+    /// The ids as the reader and the evaluator take them.
+    pub fn ids(&self) -> MaskIds {
+        MaskIds {
+            anomaly: self.anomaly_id,
+            ignore: self.ignore_id,
+            ..MaskIds::default()
+        }
+    }
+}
+
+/// Scores every pair with one evaluator, advancing `bar` per frame.
+pub fn score_pairs(pairs: &[FramePair], cfg: &EvalConfig, bar: &ProgressBar) -> Result<Metrics> {
+    let mut eval = Evaluator::new(cfg.clone())?;
+    for pair in pairs {
+        add_pair(&mut eval, pair)?;
+        bar.inc(1);
+    }
+    Ok(eval.finish())
 }
 
 /// Splits `NAME=DIR` (or plain `DIR`, named after its last component).
@@ -84,11 +113,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let cfg = EvalConfig {
         bins: args.bins,
         exact: args.exact,
-        ids: MaskIds {
-            anomaly: args.anomaly_id,
-            ignore: args.ignore_id,
-            ..MaskIds::default()
-        },
+        ids: args.ids.ids(),
         aupro_max_fpr: args.aupro_max_fpr,
     };
     Evaluator::new(cfg.clone())?; // reject bad settings before reading anything
@@ -106,12 +131,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bar = super::progress::bar(total, "eval");
     let mut methods = Vec::new();
     for (name, pairs) in sets {
-        let mut eval = Evaluator::new(cfg.clone())?;
-        for pair in &pairs {
-            add_pair(&mut eval, pair)?;
-            bar.inc(1);
-        }
-        let metrics = eval.finish();
+        let metrics = score_pairs(&pairs, &cfg, &bar)?;
         for note in &metrics.notes {
             eprintln!("stars eval: {name}: {note}");
         }
