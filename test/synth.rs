@@ -323,7 +323,8 @@ fn walks_step_at_most_40cm_and_test_arcs_span_60_degrees_at_5m() {
 #[test]
 fn preview_is_a_contact_sheet_of_frames_and_masks() {
     let tmp = tempfile::tempdir().unwrap();
-    let png = tmp.path().join("p.png");
+    // The preview's folder need not exist yet.
+    let png = tmp.path().join("new/p.png");
     synth(
         &tmp.path().join("d"),
         2,

@@ -112,6 +112,10 @@ fn write_preview(out: &Path, splits: &[&str], path: &Path) -> Result<()> {
         }
     }
     let sheet = contact_sheet::grid(&rows, 4)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the folder of --preview {}", path.display()))?;
+    }
     sheet
         .save(path)
         .with_context(|| format!("writing --preview {}", path.display()))
