@@ -10,7 +10,7 @@
 //! stars train detector --data synth/train --out ckpt --preset small --random-weights
 //! stars detect --checkpoint ckpt --data synth/val --out pred --random-weights --gt
 //! ```
-mod backbone;
+pub mod backbone;
 mod checkpoint;
 
 pub use backbone::{Embedded, FeatureExtractor};

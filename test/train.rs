@@ -1,0 +1,251 @@
+//! Detector training: losses against direct formulas, the training loop on hand-made data
+//! (loss falls, checkpoints resume, the feature cache is reused), and the CLI's bad input.
+mod support;
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use stars::model::flowclas::{Crop, Embedded, FeatureExtractor};
+use stars::train::cache::FeatureCache;
+use stars::train::detector::{self, Settings};
+use stars::train::loss;
+
+/// Direct evaluation of the spec's formula with loops over anchors, positives and negatives.
+fn contrastive_by_formula(e: &[Vec<f32>], labels: &[u8], n_anchors: usize, tau: f32) -> f32 {
+    let s = |i: usize, j: usize| e[i].iter().zip(&e[j]).map(|(a, b)| a * b).sum::<f32>() / tau;
+    let mut total = 0.0;
+    let mut counted = 0;
+    for i in 0..n_anchors {
+        let neg: f32 = (0..e.len())
+            .filter(|&k| labels[k] != labels[i])
+            .map(|k| s(i, k).exp())
+            .sum();
+        let pos: Vec<usize> = (0..e.len())
+            .filter(|&j| j != i && labels[j] == labels[i])
+            .collect();
+        if pos.is_empty() {
+            continue;
+        }
+        let mean: f32 = pos
+            .iter()
+            .map(|&j| s(i, j) - (s(i, j).exp() + neg).ln())
+            .sum::<f32>()
+            / pos.len() as f32;
+        total += mean;
+        counted += 1;
+    }
+    -total / counted as f32
+}
+
+#[test]
+fn contrastive_loss_matches_direct_formula() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let (n, d) = (3, 5);
+    let e: Vec<Vec<f32>> = (0..3 * n)
+        .map(|_| {
+            let v: Vec<f32> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter().map(|x| x / norm).collect()
+        })
+        .collect();
+    let labels: Vec<u8> = [0u8, 1, 1]
+        .iter()
+        .flat_map(|&l| std::iter::repeat_n(l, n))
+        .collect();
+    let t = Tensor::from_vec(e.concat(), (3 * n, d), &Device::Cpu).unwrap();
+    let got: f32 = loss::contrastive(&t, &labels, 2 * n, 0.1)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let want = contrastive_by_formula(&e, &labels, 2 * n, 0.1);
+    assert!(
+        (got - want).abs() < 1e-4 * want.abs().max(1.0),
+        "{got} vs {want}"
+    );
+}
+
+/// A stand-in backbone for loop tests: per 14x14 patch of the centre-padded frame, mean and
+/// spread of each colour channel through a fixed random 6 -> 32 map and tanh.
+struct PatchColours {
+    weights: Vec<f32>,
+}
+
+impl PatchColours {
+    fn new() -> Self {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        Self {
+            weights: (0..6 * 32).map(|_| rng.random_range(-2.0..2.0)).collect(),
+        }
+    }
+}
+
+impl FeatureExtractor for PatchColours {
+    fn describe(&self) -> String {
+        "patch colours (test stand-in)".into()
+    }
+
+    fn channels(&self) -> usize {
+        32
+    }
+
+    fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let (ph, pw) = (h.div_ceil(14) * 14, w.div_ceil(14) * 14);
+        let crop = Crop {
+            top: (ph - h) / 2,
+            left: (pw - w) / 2,
+            height: h,
+            width: w,
+        };
+        let (gh, gw) = (ph / 14, pw / 14);
+        let mut out = vec![0f32; 32 * gh * gw];
+        for gy in 0..gh {
+            for gx in 0..gw {
+                let mut stats = [0f32; 6];
+                for y in gy * 14..gy * 14 + 14 {
+                    for x in gx * 14..gx * 14 + 14 {
+                        let inside = y >= crop.top
+                            && y < crop.top + h
+                            && x >= crop.left
+                            && x < crop.left + w;
+                        let p = if inside {
+                            image
+                                .get_pixel((x - crop.left) as u32, (y - crop.top) as u32)
+                                .0
+                        } else {
+                            [0; 3]
+                        };
+                        for c in 0..3 {
+                            let v = p[c] as f32 / 255.0;
+                            stats[c] += v / 196.0;
+                            stats[3 + c] += v * v / 196.0;
+                        }
+                    }
+                }
+                for k in 0..32 {
+                    let a: f32 = (0..6).map(|i| stats[i] * self.weights[i * 32 + k]).sum();
+                    out[(k * gh + gy) * gw + gx] = a.tanh();
+                }
+            }
+        }
+        Ok(Embedded {
+            features: Tensor::from_vec(out, (1, 32, gh, gw), &Device::Cpu)?,
+            padded: (ph, pw),
+            crop,
+        })
+    }
+}
+
+/// A hand-made split: grey "station" frames on black with noise, and coloured squares as hard
+/// negatives (id 10).
+fn write_split(root: &Path, seqs: usize, frames: usize, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for s in 0..seqs {
+        let dir = root.join(format!("seq{s:02}"));
+        std::fs::create_dir_all(dir.join("frames")).unwrap();
+        std::fs::create_dir_all(dir.join("masks")).unwrap();
+        for f in 0..frames {
+            let mut img = RgbImage::new(84, 70);
+            let mut mask = GrayImage::new(84, 70);
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let station = (14..56).contains(&x) && (10..60).contains(&y);
+                let g = if station {
+                    120 + rng.random_range(0..30)
+                } else {
+                    rng.random_range(0..20)
+                };
+                *p = Rgb([g, g, g + 10]);
+                if station {
+                    mask.put_pixel(x, y, Luma([3]));
+                }
+            }
+            let (ox, oy) = (rng.random_range(0..60), rng.random_range(0..46));
+            let colour = Rgb([
+                rng.random_range(150..255),
+                rng.random_range(0..80),
+                rng.random_range(0..255),
+            ]);
+            for y in oy..oy + 22 {
+                for x in ox..ox + 22 {
+                    img.put_pixel(x, y, colour);
+                    mask.put_pixel(x, y, Luma([10]));
+                }
+            }
+            img.save(dir.join(format!("frames/{f:03}.png"))).unwrap();
+            mask.save(dir.join(format!("masks/{f:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn settings(epochs: usize) -> Settings {
+    Settings {
+        epochs,
+        batch: 3,
+        lr: 2e-3,
+        views: 1,
+        ..Settings::preset("tiny").unwrap()
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_resumes_and_reuses_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    write_split(&data, 2, 3, 1);
+    let out = tmp.path().join("ckpt");
+    let cache_dir = tmp.path().join("cache");
+    let cache = FeatureCache::new(Some(&cache_dir));
+    let backbone = PatchColours::new();
+    let losses =
+        detector::train(&data, &out, &backbone, "test", &settings(4), &cache, false).unwrap();
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|l| l.total.is_finite()));
+    assert!(
+        losses[3].total < losses[0].total,
+        "loss did not fall: {losses:?}"
+    );
+    // 6 frames x 1 view: 6 mixed views and up to 6 source views (two frames may share a source)
+    let cached = std::fs::read_dir(&cache_dir).unwrap().count();
+    assert!((7..=12).contains(&cached), "{cached} cache entries");
+    eprintln!("losses {losses:?}");
+    let meta = stars::model::flowclas::load_meta(&out).unwrap();
+    assert_eq!((meta.epoch, meta.step), (4, 8));
+    assert!(meta.state.actnorm_initialised);
+    // resume: continues at epoch 5 with the stored ActNorm state, no new cache entries
+    let more = detector::train(&data, &out, &backbone, "test", &settings(6), &cache, true).unwrap();
+    assert_eq!(more.len(), 2);
+    let meta2 = stars::model::flowclas::load_meta(&out).unwrap();
+    assert_eq!((meta2.epoch, meta2.step), (6, 12));
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), cached);
+    assert!(more[1].total < losses[0].total);
+}
+
+#[test]
+fn training_without_hard_negatives_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("seq");
+    std::fs::create_dir_all(dir.join("frames")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    RgbImage::new(28, 28)
+        .save(dir.join("frames/000.png"))
+        .unwrap();
+    GrayImage::new(28, 28)
+        .save(dir.join("masks/000.png"))
+        .unwrap();
+    let err = detector::train(
+        tmp.path(),
+        &tmp.path().join("o"),
+        &PatchColours::new(),
+        "test",
+        &settings(1),
+        &FeatureCache::new(None),
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no hard-negative objects"),
+        "{err:#}"
+    );
+}
