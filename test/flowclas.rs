@@ -283,7 +283,7 @@ fn every_trainable_tensor_receives_a_gradient() {
     let labels = Tensor::from_vec(labels, (4, 3, 4), &Device::Cpu).unwrap();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let (loss, nll, con) =
-        stars::train::detector::batch_loss(&model, &f, &labels, 2, &mut rng).unwrap();
+        stars::train::detector::batch_loss(&model, &f, &labels, 2, 1e-3, &mut rng).unwrap();
     assert!(nll.is_finite() && con > 0.0);
     let grads = loss.backward().unwrap();
     let all: Vec<(String, Var)> = vars

@@ -22,6 +22,9 @@ use crate::data::tallo::{list_sequences, load_mask, load_rgb};
 use crate::data::MaskIds;
 use crate::model::flowclas::{self, CheckpointMeta, Config, FeatureExtractor, FlowClas, FlowState};
 
+/// Channels x patches of the paper's training crop (ViT-L, 546x966 padded -> 39x69).
+const PAPER_NLL_TERMS: f64 = 1024.0 * 39.0 * 69.0;
+
 /// Bumped when the view recipe changes, so stale cache entries are never reused.
 const VIEW_RECIPE: &str = "flowclas-view-v1";
 
@@ -46,6 +49,11 @@ pub struct Settings {
     pub seed: u64,
     /// Smallest hard-negative component (pixels) used as a paste source.
     pub min_object_pixels: usize,
+    /// Weight of L_nll in the total; `None` scales the spec's 1e-6 by
+    /// (1024 x 39 x 69) / (C x Hp x Wp). L_nll is a sum over channels and patches, so the spec's
+    /// weight only balances the two losses at the paper's width and crop; at 540x960 on ViT-L the
+    /// scaled weight is exactly 1e-6.
+    pub nll_weight: Option<f64>,
 }
 
 impl Settings {
@@ -61,6 +69,7 @@ impl Settings {
             crop: Some((540, 960)),
             seed: 0,
             min_object_pixels: 16,
+            nll_weight: None,
         };
         match name {
             "paper" => Some(base),
@@ -199,7 +208,18 @@ pub fn train(
             if model.initialise_actnorm(&features, &mut meta.state, &vars)? {
                 tracing::info!("actnorm initialised from the first batch");
             }
-            let (total, nll, con) = batch_loss(&model, &features, &labels, batch.len(), &mut rng)?;
+            let (_, c, hp, wp) = features.dims4()?;
+            let nll_weight = settings
+                .nll_weight
+                .unwrap_or(NLL_WEIGHT * PAPER_NLL_TERMS / (c * hp * wp) as f64);
+            let (total, nll, con) = batch_loss(
+                &model,
+                &features,
+                &labels,
+                batch.len(),
+                nll_weight,
+                &mut rng,
+            )?;
             let lr = learning_rate(meta.step, total_steps, settings.lr);
             decayed.set_learning_rate(lr);
             plain.set_learning_rate(lr);
@@ -259,12 +279,14 @@ fn optimisers(vars: &VarMap, settings: &Settings) -> Result<(AdamW, AdamW)> {
 }
 
 /// Total loss (differentiable) and the two parts as numbers, for B mixed views followed by B
-/// source views with patch labels `(2B, Hp, Wp)` u8 ([`INLIER`], [`OUTLIER`], [`IGNORE`]).
+/// source views with patch labels `(2B, Hp, Wp)` u8 ([`INLIER`], [`OUTLIER`], [`IGNORE`]):
+/// `nll_weight` * L_nll + L_con.
 pub fn batch_loss(
     model: &FlowClas,
     features: &Tensor,
     labels: &Tensor,
     b: usize,
+    nll_weight: f64,
     rng: &mut impl Rng,
 ) -> Result<(Tensor, f64, f64)> {
     let (z, logdet) = model.forward(features)?;
@@ -311,7 +333,7 @@ pub fn batch_loss(
         let emb = model.project(&pixels.index_select(&index, 0)?)?;
         loss::contrastive(&emb, &contrast_labels, 2 * n, TAU)?
     };
-    let total = ((&l_nll * NLL_WEIGHT)? + &l_con)?;
+    let total = ((&l_nll * nll_weight)? + &l_con)?;
     Ok((
         total,
         l_nll.to_scalar::<f32>()? as f64,
