@@ -106,10 +106,11 @@ fn log_abs_det(mut m: Vec<Vec<f64>>) -> f64 {
             .unwrap();
         m.swap(c, p);
         acc += m[c][c].abs().ln();
-        for r in c + 1..n {
-            let f = m[r][c] / m[c][c];
-            for k in c..n {
-                m[r][k] -= f * m[c][k];
+        let pivot = m[c].clone();
+        for row in m.iter_mut().skip(c + 1) {
+            let f = row[c] / pivot[c];
+            for (v, p) in row.iter_mut().zip(&pivot).skip(c) {
+                *v -= f * p;
             }
         }
     }
