@@ -1,1 +1,0 @@
-//! DINOv2 vision transformer.

@@ -1,0 +1,524 @@
+//! DINOv2 backbone against the references: transformers `Dinov2Model` /
+//! `Dinov2WithRegistersModel` and the original facebookresearch/dinov2 code, on tiny random
+//! models at a non-square, interpolated input (fixtures from
+//! test/fixtures/make_dinov2_fixtures.py); PyTorch's bicubic `F.interpolate` in the three ways
+//! the references call it; weights handling, the CLI, and bad input.
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use stars::model::dinov2::{resize_table, PosInterp};
+use stars::model::weights::{load_dinov2, manifest::Manifest, LoadOptions, Naming, WeightsSource};
+use support::{assert_clean_error, repo, stars};
+
+const TOL: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    repo().join("test/fixtures/dinov2")
+}
+
+fn input() -> Tensor {
+    Tensor::read_npy(fixtures().join("input.npy")).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+fn expected(model: &str, what: &str) -> Tensor {
+    Tensor::read_npy(fixtures().join(model).join(format!("expected_{what}.npy"))).unwrap()
+}
+
+/// Loads fixture `model` and checks final-norm, no-norm and (if present) block-0 tokens.
+fn check_parity(model: &str, naming: Naming, interp: PosInterp) {
+    let loaded = load_dinov2(
+        &fixtures().join(model),
+        &Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    match &loaded.source {
+        WeightsSource::Checkpoint { naming: n, .. } => assert_eq!(*n, naming),
+        other => panic!("unexpected source {other:?}"),
+    }
+    assert_eq!(loaded.model.config().interpolation, interp, "{model}");
+    let x = input();
+    let cases = [
+        ("final_norm", loaded.model.patch_tokens(&x, true).unwrap()),
+        (
+            "no_final_norm",
+            loaded.model.patch_tokens(&x, false).unwrap(),
+        ),
+    ];
+    for (what, got) in cases {
+        let diff = max_abs_diff(&got.squeeze(0).unwrap(), &expected(model, what));
+        assert!(diff < TOL, "{model} {what}: max abs diff {diff}");
+    }
+    let layer0 = fixtures().join(model).join("expected_layer0.npy");
+    if layer0.exists() {
+        let got = loaded.model.intermediate_layers(&x, &[0], false).unwrap();
+        let diff = max_abs_diff(&got[0].squeeze(0).unwrap(), &expected(model, "layer0"));
+        assert!(diff < TOL, "{model} layer0: max abs diff {diff}");
+    }
+}
+
+#[test]
+fn matches_transformers_dinov2() {
+    check_parity("hf", Naming::Hf, PosInterp::Transformers);
+}
+
+#[test]
+fn matches_transformers_dinov2_swiglu() {
+    check_parity("hf_swiglu", Naming::Hf, PosInterp::Transformers);
+}
+
+#[test]
+fn matches_transformers_dinov2_with_registers() {
+    check_parity("hf_registers", Naming::Hf, PosInterp::Antialias);
+}
+
+#[test]
+fn matches_original_dinov2_torch_hub_naming() {
+    check_parity("hub", Naming::TorchHub, PosInterp::Original);
+}
+
+#[test]
+fn matches_original_dinov2_registers_swiglu_chunked_without_config() {
+    check_parity("hub_registers", Naming::TorchHub, PosInterp::Antialias);
+}
+
+#[test]
+fn position_table_resize_matches_torch_interpolate() {
+    let t = candle_core::safetensors::load(fixtures().join("interp.safetensors"), &Device::Cpu)
+        .unwrap();
+    let table = &t["table"];
+    let mut checked = 0;
+    for (key, want) in &t {
+        let Some((mode, grid)) = key.split_once('_') else {
+            continue;
+        };
+        let mode = match mode {
+            "original" => PosInterp::Original,
+            "transformers" => PosInterp::Transformers,
+            "antialias" => PosInterp::Antialias,
+            _ => continue,
+        };
+        let (h, w) = grid.split_once('x').unwrap();
+        let got = resize_table(table, h.parse().unwrap(), w.parse().unwrap(), mode).unwrap();
+        let diff = max_abs_diff(&got, want);
+        assert!(diff < 1e-5, "{key}: max abs diff {diff}");
+        checked += 1;
+    }
+    assert_eq!(checked, 13);
+}
+
+#[test]
+fn interpolation_mode_matters() {
+    // The same weights with the other formula miss the reference: the modes are not equivalent.
+    let opts = LoadOptions {
+        interpolation: Some(PosInterp::Original),
+        ..Default::default()
+    };
+    let loaded = load_dinov2(&fixtures().join("hf"), &Device::Cpu, &opts).unwrap();
+    let got = loaded
+        .model
+        .patch_tokens(&input(), true)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    assert!(max_abs_diff(&got, &expected("hf", "final_norm")) > 1e-2);
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn features(args: &[&str]) -> std::process::Output {
+    stars(&[&["features"], args].concat())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn cli_features_from_npy_matches_reference_and_labels_weights() {
+    let dir = scratch();
+    let out = dir.path().join("tokens.npy");
+    let weights = fixtures().join("hub/model.safetensors");
+    let input = fixtures().join("input.npy");
+    let run = features(&[
+        "--weights",
+        s(&weights),
+        "--input-npy",
+        s(&input),
+        "--out",
+        s(&out),
+        "--no-final-norm",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("torch-hub naming") && stderr.contains("original"),
+        "{stderr}"
+    );
+    let got = Tensor::read_npy(&out).unwrap();
+    assert!(max_abs_diff(&got, &expected("hub", "no_final_norm")) < TOL);
+    let label: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(label["random_weights"], false);
+    assert_eq!(label["shape"], serde_json::json!([4, 7, 16]));
+
+    let run = features(&[
+        "--weights",
+        s(&fixtures().join("hf")),
+        "--input-npy",
+        s(&input),
+        "--out",
+        s(&out),
+        "--layer",
+        "0",
+        "--no-final-norm",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(max_abs_diff(&Tensor::read_npy(&out).unwrap(), &expected("hf", "layer0")) < TOL);
+}
+
+#[test]
+fn cli_features_from_png_pads_without_resizing() {
+    let dir = scratch();
+    let png = dir.path().join("frame.png");
+    image::RgbImage::from_fn(100, 60, |x, y| image::Rgb([x as u8, y as u8, 128]))
+        .save(&png)
+        .unwrap();
+    let out = dir.path().join("tokens.npy");
+    let run = features(&[
+        "--weights",
+        s(&fixtures().join("hf")),
+        "--image",
+        s(&png),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // 60x100 -> padded 70x112 -> 5x8 patches of width 16
+    assert_eq!(Tensor::read_npy(&out).unwrap().dims(), &[5, 8, 16]);
+}
+
+#[test]
+fn cli_random_weights_only_when_asked_and_labelled() {
+    let dir = scratch();
+    let out = dir.path().join("tokens.npy");
+    let input = fixtures().join("input.npy");
+    let run = features(&["--input-npy", s(&input), "--out", s(&out)]);
+    assert_clean_error(&run, "--random-weights");
+    let run = features(&[
+        "--random-weights",
+        "--arch",
+        "small",
+        "--input-npy",
+        s(&input),
+        "--out",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("RANDOM WEIGHTS"), "{stderr}");
+    assert_eq!(Tensor::read_npy(&out).unwrap().dims(), &[4, 7, 384]);
+    let label = std::fs::read_to_string(out.with_extension("json")).unwrap();
+    assert!(label.contains("\"random_weights\": true") && label.contains("RANDOM WEIGHTS"));
+}
+
+#[test]
+fn bad_inputs_are_clean_errors() {
+    let dir = scratch();
+    let out = dir.path().join("t.npy");
+    let hf = fixtures().join("hf");
+    // not a multiple of 14
+    let odd = dir.path().join("odd.npy");
+    Tensor::zeros((1, 3, 50, 98), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .write_npy(&odd)
+        .unwrap();
+    assert_clean_error(
+        &features(&[
+            "--weights",
+            s(&hf),
+            "--input-npy",
+            s(&odd),
+            "--out",
+            s(&out),
+        ]),
+        "multiples of 14",
+    );
+    // wrong rank
+    let flat = dir.path().join("flat.npy");
+    Tensor::zeros((3, 56, 98), candle_core::DType::F32, &Device::Cpu)
+        .unwrap()
+        .write_npy(&flat)
+        .unwrap();
+    assert_clean_error(
+        &features(&[
+            "--weights",
+            s(&hf),
+            "--input-npy",
+            s(&flat),
+            "--out",
+            s(&out),
+        ]),
+        "(1, 3, H, W)",
+    );
+    // grey image
+    let grey = dir.path().join("grey.png");
+    image::GrayImage::new(28, 28).save(&grey).unwrap();
+    assert_clean_error(
+        &features(&["--weights", s(&hf), "--image", s(&grey), "--out", s(&out)]),
+        "8-bit RGB",
+    );
+    // no such layer
+    let input = fixtures().join("input.npy");
+    assert_clean_error(
+        &features(&[
+            "--weights",
+            s(&hf),
+            "--input-npy",
+            s(&input),
+            "--out",
+            s(&out),
+            "--layer",
+            "5",
+        ]),
+        "layer 5 does not exist",
+    );
+    // no weights there
+    let missing = dir.path().join("nothing.safetensors");
+    assert_clean_error(
+        &features(&[
+            "--weights",
+            s(&missing),
+            "--input-npy",
+            s(&input),
+            "--out",
+            s(&out),
+        ]),
+        "no weights at",
+    );
+}
+
+/// Writes a copy of fixture `model` with `edit` applied to its tensors into a new folder.
+fn edited_checkpoint(
+    dir: &Path,
+    model: &str,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, Tensor>),
+    with_config: bool,
+) -> PathBuf {
+    let src = fixtures().join(model);
+    let mut t =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    edit(&mut t);
+    let folder = dir.join(model);
+    std::fs::create_dir_all(&folder).unwrap();
+    candle_core::safetensors::save(&t, folder.join("model.safetensors")).unwrap();
+    if with_config {
+        std::fs::copy(src.join("config.json"), folder.join("config.json")).unwrap();
+    }
+    folder
+}
+
+#[test]
+fn broken_checkpoints_are_clean_errors() {
+    let dir = scratch();
+    let out = dir.path().join("t.npy");
+    let input = fixtures().join("input.npy");
+    let run = |weights: &Path| {
+        features(&[
+            "--weights",
+            s(weights),
+            "--input-npy",
+            s(&input),
+            "--out",
+            s(&out),
+        ])
+    };
+
+    let missing = edited_checkpoint(
+        dir.path(),
+        "hf",
+        |t| {
+            t.remove("encoder.layer.1.mlp.fc2.weight");
+        },
+        true,
+    );
+    assert_clean_error(&run(&missing), "blocks.1.mlp.fc2.weight");
+
+    let half_qkv = edited_checkpoint(
+        &dir.path().join("b"),
+        "hf",
+        |t| {
+            t.remove("encoder.layer.0.attention.attention.key.bias");
+        },
+        true,
+    );
+    assert_clean_error(&run(&half_qkv), "attn.k");
+
+    let wrong_shape = edited_checkpoint(
+        &dir.path().join("c"),
+        "hub",
+        |t| {
+            t.insert(
+                "pos_embed".into(),
+                Tensor::zeros((1, 17, 16), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
+        },
+        true,
+    );
+    assert_clean_error(&run(&wrong_shape), "pos_embed");
+
+    let no_config = edited_checkpoint(&dir.path().join("d"), "hf", |_| {}, false);
+    assert_clean_error(&run(&no_config), "config.json");
+
+    let unrelated = edited_checkpoint(
+        &dir.path().join("e"),
+        "hub",
+        |t| {
+            t.retain(|k, _| k.starts_with("blocks."));
+        },
+        false,
+    );
+    assert_clean_error(&run(&unrelated), "not a DINOv2 checkpoint");
+}
+
+#[test]
+fn manifest_shapes_match_the_presets() {
+    let manifest = Manifest::builtin().unwrap();
+    assert_eq!(manifest.models.len(), 8);
+    for e in &manifest.models {
+        let cfg = e.config().unwrap();
+        let c = cfg.hidden_size;
+        let table = 1 + cfg.pos_grid * cfg.pos_grid;
+        for (name, shape) in &e.shapes {
+            let want = match name.as_str() {
+                "embeddings.patch_embeddings.projection.weight" => vec![c, 3, 14, 14],
+                "embeddings.position_embeddings" => vec![1, table, c],
+                "embeddings.register_tokens" => vec![1, cfg.num_register_tokens, c],
+                "encoder.layer.0.mlp.fc1.weight" => vec![cfg.mlp_hidden(), c],
+                "encoder.layer.0.mlp.weights_in.weight" => vec![2 * cfg.mlp_hidden(), c],
+                other => panic!("{}: unexpected key {other}", e.name),
+            };
+            assert_eq!(shape, &want, "{} {name}", e.name);
+        }
+        assert_eq!(
+            e.shapes.contains_key("embeddings.register_tokens"),
+            cfg.num_register_tokens > 0
+        );
+        assert!(
+            e.sha256.as_deref().is_none_or(|h| h.len() == 64),
+            "{}",
+            e.name
+        );
+    }
+}
+
+/// A Hugging Face cache holding the tiny `hf` fixture as facebook/dinov2-small, laid out as
+/// hf-hub writes it: blobs named by sha256, snapshot symlinks, refs/main.
+fn populated_cache(root: &Path) -> PathBuf {
+    let repo_dir = root.join("models--facebook--dinov2-small");
+    let snapshot = repo_dir.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), "0123abcd").unwrap();
+    let blob = repo_dir.join(format!("blobs/{}", "ab".repeat(32)));
+    std::fs::copy(fixtures().join("hf/model.safetensors"), &blob).unwrap();
+    std::os::unix::fs::symlink(&blob, snapshot.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        fixtures().join("hf/config.json"),
+        snapshot.join("config.json"),
+    )
+    .unwrap();
+    snapshot
+}
+
+#[test]
+fn cached_checkpoint_is_found_offline() {
+    let dir = scratch();
+    let cache = dir.path().join("hub");
+    let snapshot = populated_cache(&cache);
+
+    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&cache)]);
+    assert!(
+        fetch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
+
+    let list = stars(&["models", "list", "--cache", s(&cache)]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    let small = listing
+        .lines()
+        .find(|l| l.starts_with("dinov2-small "))
+        .unwrap();
+    assert!(small.contains(s(&snapshot)), "{listing}");
+    let large = listing
+        .lines()
+        .find(|l| l.starts_with("dinov2-large "))
+        .unwrap();
+    assert!(large.trim_end().ends_with('-'), "{listing}");
+
+    let out = dir.path().join("t.npy");
+    let input = fixtures().join("input.npy");
+    let run = features(&[
+        "--weights",
+        "dinov2-small",
+        "--cache",
+        s(&cache),
+        "--input-npy",
+        s(&input),
+        "--out",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sha256 {}", "ab".repeat(32))),
+        "{stderr}"
+    );
+    assert!(
+        max_abs_diff(
+            &Tensor::read_npy(&out).unwrap(),
+            &expected("hf", "final_norm")
+        ) < TOL
+    );
+
+    let run = features(&[
+        "--weights",
+        "dinov2-base",
+        "--cache",
+        s(&cache),
+        "--input-npy",
+        s(&input),
+        "--out",
+        s(&out),
+    ]);
+    assert_clean_error(&run, "stars models fetch dinov2-base");
+    assert_clean_error(&stars(&["models", "fetch", "dinov2-huge"]), "unknown model");
+}
