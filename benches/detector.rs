@@ -27,14 +27,25 @@ fn detector(c: &mut Criterion) {
     let cfg = Config::small();
     let mut state = FlowState::new(&cfg, 0);
     let vars = VarMap::new();
-    let model = FlowClas::new(&cfg, &state, VarBuilder::from_varmap(&vars, DType::F32, &dev)).unwrap();
+    let model = FlowClas::new(
+        &cfg,
+        &state,
+        VarBuilder::from_varmap(&vars, DType::F32, &dev),
+    )
+    .unwrap();
     let embedded = extractor.embed(&frame(0)).unwrap();
-    model.initialise_actnorm(&embedded.features, &mut state, &vars).unwrap();
+    model
+        .initialise_actnorm(&embedded.features, &mut state, &vars)
+        .unwrap();
 
     let mut group = c.benchmark_group("detector_small_320x180");
     group.sample_size(10);
     group.bench_function("flow_and_map", |b| {
-        b.iter(|| model.anomaly_map(&embedded.features, embedded.padding).unwrap())
+        b.iter(|| {
+            model
+                .anomaly_map(&embedded.features, embedded.padding)
+                .unwrap()
+        })
     });
     group.bench_function("frame_end_to_end", |b| {
         b.iter(|| {
@@ -64,7 +75,11 @@ fn detector(c: &mut Criterion) {
         })
     });
     group.bench_function("hit_read", |b| {
-        b.iter(|| cache.get_or_compute("bench 1", &dev, || unreachable!()).unwrap())
+        b.iter(|| {
+            cache
+                .get_or_compute("bench 1", &dev, || unreachable!())
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use stars::model::flowclas::{
-    self, bilinear_matrix, CheckpointMeta, Config, Crop, FlowClas, FlowState,
+    self, bilinear_matrix, CheckpointMeta, Config, FlowClas, FlowState, Padding,
 };
 
 fn tiny(channels: usize, steps: usize, dtype: DType) -> (FlowClas, VarMap, FlowState, Config) {
@@ -224,13 +224,13 @@ fn anomaly_map_is_in_unit_range_with_the_frame_size() {
     randomise(&vars, 3);
     let f = Tensor::randn(0f32, 1.0, (2, 8, 3, 5), &Device::Cpu).unwrap();
     model.initialise_actnorm(&f, &mut state, &vars).unwrap();
-    let crop = Crop {
+    let padding = Padding {
         top: 2,
         left: 3,
         height: 38,
         width: 64,
     };
-    let map = model.anomaly_map(&f, (42, 70), crop).unwrap();
+    let map = model.anomaly_map(&f, padding).unwrap();
     assert_eq!(map.dims(), &[2, 38, 64]);
     let v: Vec<f32> = map.flatten_all().unwrap().to_vec1().unwrap();
     assert!(v.iter().all(|p| (0.0..=1.0).contains(p)));
@@ -260,8 +260,11 @@ fn anomaly_map_is_in_unit_range_with_the_frame_size() {
     let direct = (1.0 - up).clamp(0.0, 1.0) as f32;
     let got = map.to_vec3::<f32>().unwrap()[1][py - 2][px - 3];
     assert!((got - direct).abs() < 1e-5, "{got} vs {direct}");
-    let bad = Crop { top: 10, ..crop };
-    assert!(model.anomaly_map(&f, (42, 70), bad).is_err());
+    let off_frame = Padding { top: 10, ..padding };
+    assert!(model.anomaly_map(&f, off_frame).is_err());
+    let wrong_grid = Padding::centred(100, 64);
+    let err = model.anomaly_map(&f, wrong_grid).unwrap_err().to_string();
+    assert!(err.contains("does not fit a 3x5 patch grid"), "{err}");
 }
 
 #[test]

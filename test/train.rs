@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
-use stars::model::flowclas::{Crop, Embedded, FeatureExtractor};
+use stars::model::flowclas::{Embedded, FeatureExtractor, Padding};
 use stars::train::cache::FeatureCache;
 use stars::train::detector::{self, Settings};
 use stars::train::loss;
@@ -90,15 +90,14 @@ impl FeatureExtractor for PatchColours {
         32
     }
 
+    fn is_random(&self) -> bool {
+        false
+    }
+
     fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
         let (w, h) = (image.width() as usize, image.height() as usize);
-        let (ph, pw) = (h.div_ceil(14) * 14, w.div_ceil(14) * 14);
-        let crop = Crop {
-            top: (ph - h) / 2,
-            left: (pw - w) / 2,
-            height: h,
-            width: w,
-        };
+        let crop = Padding::centred(h, w);
+        let (ph, pw) = (crop.padded_height(), crop.padded_width());
         let (gh, gw) = (ph / 14, pw / 14);
         let mut out = vec![0f32; 32 * gh * gw];
         for gy in 0..gh {
@@ -132,8 +131,7 @@ impl FeatureExtractor for PatchColours {
         }
         Ok(Embedded {
             features: Tensor::from_vec(out, (1, 32, gh, gw), &Device::Cpu)?,
-            padded: (ph, pw),
-            crop,
+            padding: crop,
         })
     }
 }

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let image = seq.load_image(i)?;
             let embedded = extractor.embed(&image)?;
             let map = model
-                .anomaly_map(&embedded.features, embedded.padded, embedded.crop)?
+                .anomaly_map(&embedded.features, embedded.padding)?
                 .squeeze(0)?;
             let path = dir.join(format!("{:03}.npy", frame.index));
             map.write_npy(&path)

@@ -20,7 +20,9 @@ use super::schedule::learning_rate;
 use crate::data::paste::{self, ObjectBox, PasteParams, IGNORE, INLIER, OUTLIER};
 use crate::data::tallo::{list_sequences, load_mask, load_rgb};
 use crate::data::MaskIds;
-use crate::model::flowclas::{self, CheckpointMeta, Config, FeatureExtractor, FlowClas, FlowState};
+use crate::model::flowclas::{
+    self, CheckpointMeta, Config, FeatureExtractor, FlowClas, FlowState, Padding,
+};
 
 /// Channels x patches of the paper's training crop (ViT-L, 546x966 padded -> 39x69).
 const PAPER_NLL_TERMS: f64 = 1024.0 * 39.0 * 69.0;
@@ -521,13 +523,7 @@ fn embed_view(spec: &ViewSpec, backbone: &dyn FeatureExtractor) -> Result<(Tenso
     let embedded = backbone.embed(&rgb)?;
     let features = embedded.features.squeeze(0)?;
     let (_, hp, wp) = features.dims3()?;
-    let labels = patch_labels(
-        &labels,
-        embedded.padded,
-        embedded.crop,
-        (hp, wp),
-        features.device(),
-    )?;
+    let labels = patch_labels(&labels, embedded.padding, (hp, wp), features.device())?;
     Ok((features, labels))
 }
 
@@ -535,12 +531,11 @@ fn embed_view(spec: &ViewSpec, backbone: &dyn FeatureExtractor) -> Result<(Tenso
 /// `src = floor(dst * in / out)`) to the patch grid.
 fn patch_labels(
     labels: &GrayImage,
-    padded: (usize, usize),
-    crop: flowclas::Crop,
+    crop: Padding,
     grid: (usize, usize),
     device: &Device,
 ) -> Result<Tensor> {
-    let (ph, pw) = padded;
+    let (ph, pw) = (crop.padded_height(), crop.padded_width());
     let (gh, gw) = grid;
     let mut out = vec![IGNORE; gh * gw];
     for gy in 0..gh {

@@ -13,6 +13,7 @@
 pub mod backbone;
 mod checkpoint;
 
+pub use crate::model::dinov2::Padding;
 pub use backbone::{Embedded, FeatureExtractor};
 
 pub use checkpoint::{load, load_meta, save, CheckpointMeta, DETECTOR_JSON, DETECTOR_WEIGHTS};
@@ -440,45 +441,30 @@ impl FlowClas {
         p.broadcast_div(&norm)
     }
 
-    /// Anomaly map M = 1 - bilinear(exp(l)) at the padded input size `padded_hw`, cropped to
-    /// `crop`; `(B, crop.height, crop.width)` in [0, 1].
-    pub fn anomaly_map(
-        &self,
-        features: &Tensor,
-        padded_hw: (usize, usize),
-        crop: Crop,
-    ) -> Result<Tensor> {
+    /// Anomaly map M = 1 - bilinear(exp(l)) at the padded input size, cropped back to the frame
+    /// with `padding`; `(B, padding.height, padding.width)` in [0, 1].
+    pub fn anomaly_map(&self, features: &Tensor, padding: Padding) -> Result<Tensor> {
         let (z, _) = self.forward(features)?;
         let p = self.patch_log_likelihood(&z)?.exp()?;
         let (_, h, w) = p.dims3()?;
-        let (ph, pw) = padded_hw;
-        if crop.top + crop.height > ph
-            || crop.left + crop.width > pw
-            || crop.height == 0
-            || crop.width == 0
+        let (ph, pw) = (padding.padded_height(), padding.padded_width());
+        if (ph, pw) != (14 * h, 14 * w)
+            || padding.top + padding.height > ph
+            || padding.left + padding.width > pw
         {
-            bail!("crop {crop:?} does not fit the padded size {ph}x{pw}")
+            bail!(
+                "padding {padding:?} does not fit a {h}x{w} patch grid ({}x{} pixels)",
+                14 * h,
+                14 * w
+            )
         }
         let dev = p.device();
-        let a_h = bilinear_matrix(ph, h, dev)?.narrow(0, crop.top, crop.height)?;
-        let a_w = bilinear_matrix(pw, w, dev)?.narrow(0, crop.left, crop.width)?;
+        let a_h = bilinear_matrix(ph, h, dev)?.narrow(0, padding.top, padding.height)?;
+        let a_w = bilinear_matrix(pw, w, dev)?.narrow(0, padding.left, padding.width)?;
         let up = a_h.broadcast_matmul(&p)?.broadcast_matmul(&a_w.t()?)?;
         // exp(l) exceeds 1 only where log sigma < 0 and u ~ 0; clamp keeps the topic's [0, 1].
         up.affine(-1.0, 1.0)?.clamp(0f32, 1f32)
     }
-}
-
-/// A rectangle of the padded input that holds the original frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Crop {
-    /// Rows of padding above the frame.
-    pub top: usize,
-    /// Columns of padding left of the frame.
-    pub left: usize,
-    /// Frame height.
-    pub height: usize,
-    /// Frame width.
-    pub width: usize,
 }
 
 /// (C,) -> (1, C, 1, 1) for broadcasting over `(B, C, H, W)`.
