@@ -292,3 +292,76 @@ fn cli_bad_input_gives_clean_errors() {
     ]);
     support::assert_clean_error(&out, "--resume");
 }
+
+#[test]
+fn cli_trains_then_detects_with_labelled_random_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    write_split(&data, 1, 3, 4);
+    let (d, ckpt, pred) = (
+        data.to_str().unwrap(),
+        tmp.path().join("ckpt"),
+        tmp.path().join("pred"),
+    );
+    let (c, p) = (ckpt.to_str().unwrap(), pred.to_str().unwrap());
+    let out = support::stars(&[
+        "train", "detector", "--data", d, "--out", c, "--preset", "tiny", "--epochs", "2",
+        "--batch", "3",
+    ]);
+    support::assert_clean_error(&out, "--random-weights");
+    let out = support::stars(&[
+        "train",
+        "detector",
+        "--data",
+        d,
+        "--out",
+        c,
+        "--preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--batch",
+        "3",
+        "--random-weights",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| 2 |") && stdout.contains("PLACEHOLDER_RANDOM_BACKBONE"),
+        "{stdout}"
+    );
+    assert!(ckpt.join("detector.safetensors").is_file());
+
+    let out = support::stars(&["detect", "--checkpoint", c, "--data", d, "--out", p]);
+    support::assert_clean_error(&out, "--random-weights");
+    let out = support::stars(&[
+        "detect",
+        "--checkpoint",
+        c,
+        "--data",
+        d,
+        "--out",
+        p,
+        "--random-weights",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("PLACEHOLDER_RANDOM_BACKBONE"));
+    let note: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pred.join("detect.json")).unwrap()).unwrap();
+    assert_eq!(note["random_backbone"], true);
+    assert_eq!(note["label"], "PLACEHOLDER_RANDOM_BACKBONE");
+    for f in 0..3 {
+        let map = Tensor::read_npy(pred.join(format!("seq00/masks/{f:03}.npy"))).unwrap();
+        assert_eq!(map.dims(), &[126, 140]);
+        let v: Vec<f32> = map.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    }
+}

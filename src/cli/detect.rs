@@ -6,12 +6,11 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 
 use crate::data::tallo::list_sequences;
-use crate::model::flowclas::{self, backbone};
+use crate::model::flowclas;
+use crate::model::flowclas::backbone::{self, RANDOM_BACKBONE_LABEL};
 
 /// Name of the run description written next to the maps.
 pub const DETECT_JSON: &str = "detect.json";
-/// Label carried by every output made with a random backbone.
-pub const RANDOM_BACKBONE_LABEL: &str = "PLACEHOLDER_RANDOM_BACKBONE";
 
 /// Arguments of `stars detect`.
 #[derive(clap::Args, Debug)]
@@ -54,7 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.backbone_weights.as_deref(),
         args.random_weights,
     )?;
-    let random = args.random_weights;
+    let random = extractor.is_random();
     eprintln!("backbone: {}", extractor.describe());
     eprintln!(
         "detector: {} (epoch {}, step {}, trained on backbone: {})",

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::model::flowclas::backbone;
+use crate::model::flowclas::backbone::{self, RANDOM_BACKBONE_LABEL};
 use crate::train::cache::FeatureCache;
 use crate::train::detector::{self, Settings};
 
@@ -140,5 +140,11 @@ fn detector_cmd(args: DetectorArgs) -> Result<ExitCode> {
         );
     }
     println!("checkpoint: {}", args.out.display());
+    println!("backbone: {}", extractor.describe());
+    if extractor.is_random() {
+        println!(
+            "{RANDOM_BACKBONE_LABEL}: trained on random backbone features; a placeholder detector"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,9 @@ use image::RgbImage;
 use crate::model::dinov2::{self, preprocess, Padding};
 use crate::model::weights::{load_dinov2, random_dinov2, LoadOptions, LoadedBackbone};
 
+/// Label carried by every output made with a random backbone.
+pub const RANDOM_BACKBONE_LABEL: &str = "PLACEHOLDER_RANDOM_BACKBONE";
+
 /// Seed of the placeholder random backbone (fixed, so detect sees the weights training saw).
 const RANDOM_SEED: u64 = 0;
 
