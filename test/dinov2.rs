@@ -61,6 +61,7 @@ fn check_parity(model: &str, naming: Naming, interp: PosInterp) {
     ];
     for (what, got) in cases {
         let diff = max_abs_diff(&got.squeeze(0).unwrap(), &expected(model, what));
+        eprintln!("{model} {what}: max abs diff {diff:.1e}");
         assert!(diff < TOL, "{model} {what}: max abs diff {diff}");
     }
     let layer0 = fixtures().join(model).join("expected_layer0.npy");
@@ -115,6 +116,7 @@ fn position_table_resize_matches_torch_interpolate() {
         let (h, w) = grid.split_once('x').unwrap();
         let got = resize_table(table, h.parse().unwrap(), w.parse().unwrap(), mode).unwrap();
         let diff = max_abs_diff(&got, want);
+        eprintln!("{key}: max abs diff {diff:.1e}");
         assert!(diff < 1e-5, "{key}: max abs diff {diff}");
         checked += 1;
     }
@@ -437,9 +439,10 @@ fn manifest_shapes_match_the_presets() {
     }
 }
 
-/// A Hugging Face cache holding the tiny `hf` fixture as facebook/dinov2-small, laid out as
-/// hf-hub writes it: blobs named by sha256, snapshot symlinks, refs/main.
-fn populated_cache(root: &Path) -> PathBuf {
+/// A Hugging Face cache holding `weights` (+ the `hf` fixture's config.json) as
+/// facebook/dinov2-small, laid out as hf-hub writes it: blobs named by sha256, snapshot
+/// symlinks, refs/main. Returns the snapshot folder.
+fn populated_cache(root: &Path, weights: &Path) -> PathBuf {
     let repo_dir = root.join("models--facebook--dinov2-small");
     let snapshot = repo_dir.join("snapshots/0123abcd");
     std::fs::create_dir_all(&snapshot).unwrap();
@@ -447,7 +450,7 @@ fn populated_cache(root: &Path) -> PathBuf {
     std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
     std::fs::write(repo_dir.join("refs/main"), "0123abcd").unwrap();
     let blob = repo_dir.join(format!("blobs/{}", "ab".repeat(32)));
-    std::fs::copy(fixtures().join("hf/model.safetensors"), &blob).unwrap();
+    std::fs::copy(weights, &blob).unwrap();
     std::os::unix::fs::symlink(&blob, snapshot.join("model.safetensors")).unwrap();
     std::fs::copy(
         fixtures().join("hf/config.json"),
@@ -461,15 +464,7 @@ fn populated_cache(root: &Path) -> PathBuf {
 fn cached_checkpoint_is_found_offline() {
     let dir = scratch();
     let cache = dir.path().join("hub");
-    let snapshot = populated_cache(&cache);
-
-    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&cache)]);
-    assert!(
-        fetch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetch.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
+    let snapshot = populated_cache(&cache, &fixtures().join("hf/model.safetensors"));
 
     let list = stars(&["models", "list", "--cache", s(&cache)]);
     let listing = String::from_utf8_lossy(&list.stdout);
@@ -521,4 +516,102 @@ fn cached_checkpoint_is_found_offline() {
     ]);
     assert_clean_error(&run, "stars models fetch dinov2-base");
     assert_clean_error(&stars(&["models", "fetch", "dinov2-huge"]), "unknown model");
+}
+
+#[test]
+fn fetch_finds_the_cache_offline_and_checks_manifest_shapes() {
+    let dir = scratch();
+    // the tiny fixture posing as dinov2-small: found, but its shapes give it away
+    let tiny = dir.path().join("tiny");
+    populated_cache(&tiny, &fixtures().join("hf/model.safetensors"));
+    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&tiny)]);
+    assert_clean_error(&fetch, "is not facebook/dinov2-small");
+
+    // a file with dinov2-small's key tensors passes
+    let entry = Manifest::builtin()
+        .unwrap()
+        .get("dinov2-small")
+        .unwrap()
+        .clone();
+    let keys: std::collections::HashMap<String, Tensor> = entry
+        .shapes
+        .iter()
+        .map(|(k, shape)| {
+            (
+                k.clone(),
+                Tensor::zeros(shape.as_slice(), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let file = dir.path().join("keys.safetensors");
+    candle_core::safetensors::save(&keys, &file).unwrap();
+    let good = dir.path().join("good");
+    let snapshot = populated_cache(&good, &file);
+    let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&good)]);
+    assert!(
+        fetch.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
+}
+
+#[test]
+fn adapter_hook_sees_every_block_and_changes_what_follows() {
+    let loaded = load_dinov2(
+        &fixtures().join("hf"),
+        &Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let x = input();
+    let mut seen = Vec::new();
+    let mut record = |i: usize, t: Tensor| {
+        // class token + 4x7 patches, width 16
+        assert_eq!(t.dims(), &[1, 29, 16]);
+        seen.push(i);
+        Ok(t)
+    };
+    let same = loaded
+        .model
+        .intermediate_layers_with(&x, &[1], false, &mut record)
+        .unwrap();
+    assert_eq!(seen, [0, 1]);
+    assert!(
+        max_abs_diff(
+            &same[0].squeeze(0).unwrap(),
+            &expected("hf", "no_final_norm")
+        ) < TOL
+    );
+    let mut scale = |i: usize, t: Tensor| if i == 0 { t * 2.0 } else { Ok(t) };
+    let changed = loaded
+        .model
+        .intermediate_layers_with(&x, &[0, 1], false, &mut scale)
+        .unwrap();
+    let want0 = (expected("hf", "layer0") * 2.0).unwrap();
+    assert!(max_abs_diff(&changed[0].squeeze(0).unwrap(), &want0) < TOL);
+    assert!(
+        max_abs_diff(
+            &changed[1].squeeze(0).unwrap(),
+            &expected("hf", "no_final_norm")
+        ) > 1e-2
+    );
+}
+
+#[test]
+fn half_precision_weights_take_f32_input() {
+    let opts = LoadOptions {
+        dtype: candle_core::DType::F16,
+        ..Default::default()
+    };
+    let loaded = load_dinov2(&fixtures().join("hf"), &Device::Cpu, &opts).unwrap();
+    let got = loaded.model.patch_tokens(&input(), false).unwrap();
+    assert_eq!(got.dtype(), candle_core::DType::F16);
+    let got = got
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let diff = max_abs_diff(&got, &expected("hf", "no_final_norm"));
+    assert!(diff < 5e-2, "f16 max abs diff {diff}");
 }

@@ -93,7 +93,9 @@ impl From<Interp> for PosInterp {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = Device::Cpu;
     let interpolation = args.interp.map(PosInterp::from);
+    let started = std::time::Instant::now();
     let backbone = load_backbone(&args, interpolation, &device)?;
+    tracing::info!("backbone ready in {:.2} s", started.elapsed().as_secs_f64());
     if backbone.source.is_random() {
         eprintln!("WARNING: {}", backbone.describe());
     } else {
@@ -118,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => bail!("give one input: --image PNG or --input-npy X.npy"),
     };
     let final_norm = !args.no_final_norm;
+    let started = std::time::Instant::now();
     let tokens = match args.layer {
         Some(k) => backbone
             .model
@@ -127,6 +130,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     .squeeze(0)?
     .to_dtype(DType::F32)?;
+    tracing::info!(
+        "forward {:?} in {:.2} s",
+        x.dims(),
+        started.elapsed().as_secs_f64()
+    );
     tokens
         .write_npy(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -14,7 +14,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
     },
-    /// Download a checkpoint from the Hugging Face hub into the cache; prints its folder.
+    /// Download a checkpoint from the Hugging Face hub into the cache, check its key tensor
+    /// shapes against the manifest, and print its folder.
     #[command(after_help = "\
 Examples:
   stars models fetch dinov2-large
@@ -62,6 +63,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => entry.fetch(cache)?,
             };
+            entry.verify(&folder)?;
             println!("{}", folder.display());
         }
     }

@@ -84,6 +84,29 @@ impl Entry {
         first.parent().map(Path::to_path_buf)
     }
 
+    /// Checks the key tensor shapes of `folder/model.safetensors` against the manifest, from the
+    /// file's header only.
+    pub fn verify(&self, folder: &Path) -> anyhow::Result<()> {
+        let file = folder.join("model.safetensors");
+        let header = safetensors_header(&file)?;
+        for (name, want) in &self.shapes {
+            let got = header
+                .get(name)
+                .and_then(|t| t.get("shape"))
+                .and_then(|s| serde_json::from_value::<Vec<usize>>(s.clone()).ok());
+            match got {
+                Some(got) if &got == want => {}
+                Some(got) => bail!(
+                    "{} is not {}: {name} is {got:?}, expected {want:?}",
+                    file.display(),
+                    self.hf_id
+                ),
+                None => bail!("{} is not {}: it lacks {name}", file.display(), self.hf_id),
+            }
+        }
+        Ok(())
+    }
+
     /// Downloads the missing files into `cache` (network) and returns the snapshot folder.
     pub fn fetch(&self, cache: Cache) -> anyhow::Result<PathBuf> {
         let api = hf_hub::api::sync::ApiBuilder::from_cache(cache)
@@ -100,6 +123,25 @@ impl Entry {
         }
         folder.with_context(|| format!("model {} lists no files", self.name))
     }
+}
+
+/// The JSON header of a safetensors file (tensor name -> dtype, shape, offsets).
+fn safetensors_header(file: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    use std::io::Read;
+    let read = || -> anyhow::Result<_> {
+        let mut f = std::fs::File::open(file)?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len)?;
+        let len = u64::from_le_bytes(len);
+        // the format caps headers at 100 MB
+        if len > 100_000_000 {
+            bail!("header of {len} bytes");
+        }
+        let mut header = vec![0u8; len as usize];
+        f.read_exact(&mut header)?;
+        Ok(serde_json::from_slice(&header)?)
+    };
+    read().with_context(|| format!("reading the safetensors header of {}", file.display()))
 }
 
 /// The Hugging Face cache: `dir` when given, else `$HF_HOME/hub` or `~/.cache/huggingface/hub`.

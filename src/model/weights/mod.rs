@@ -142,6 +142,8 @@ struct HfConfig {
     patch_size: usize,
     #[serde(default = "default_true")]
     qkv_bias: bool,
+    #[serde(default = "default_act")]
+    hidden_act: String,
 }
 
 fn default_mlp_ratio() -> f64 {
@@ -158,6 +160,9 @@ fn default_patch_size() -> usize {
 }
 fn default_true() -> bool {
     true
+}
+fn default_act() -> String {
+    "gelu".into()
 }
 
 /// The reference's interpolation for a checkpoint: torch-hub models use the original offset
@@ -176,6 +181,12 @@ impl HfConfig {
     fn to_config(&self, interpolation: PosInterp, layerscale: bool) -> anyhow::Result<Config> {
         if !self.qkv_bias {
             bail!("qkv_bias = false is not supported (every DINOv2 checkpoint has qkv biases)");
+        }
+        if !self.use_swiglu_ffn && self.hidden_act != "gelu" {
+            bail!(
+                "hidden_act {:?} is not supported (DINOv2 uses exact GELU)",
+                self.hidden_act
+            );
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             bail!(
@@ -306,6 +317,9 @@ fn infer_config(
     let num_layers = (0..)
         .take_while(|i| tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
         .count();
+    if num_layers == 0 {
+        bail!("checkpoint has no transformer blocks (blocks.0.norm1.weight is missing)");
+    }
     let num_register_tokens = match tensors.get("register_tokens") {
         Some(t) => t.dim(1)?,
         None => 0,

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Converts a torch-hub DINOv2 checkpoint (.pth state dict) to safetensors, keeping the
+torch-hub tensor names (`blocks.0.attn.qkv.weight`, ...) that `stars` reads directly.
+
+    pip install torch safetensors          # on a connected machine; CPU is enough
+    curl -LO https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth
+    python models/convert_torch_hub.py dinov2_vitl14_pretrain.pth dinov2_vitl14.safetensors
+    sha256sum dinov2_vitl14.safetensors     # record it in models/manifest.yaml if you like
+
+No config file is needed: `stars` reads the architecture from the tensor shapes (heads =
+width / 64, as in every released DINOv2). Checkpoints saved with block chunks
+(`blocks.<chunk>.<i>.`) load as they are.
+"""
+import argparse
+
+import torch
+from safetensors.torch import save_file
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("pth", help="torch-hub checkpoint (state dict)")
+    ap.add_argument("out", help="output .safetensors")
+    args = ap.parse_args()
+    state = torch.load(args.pth, map_location="cpu", weights_only=True)
+    if "model" in state and isinstance(state["model"], dict):  # training checkpoints wrap it
+        state = state["model"]
+    tensors = {k: v.detach().float().contiguous() for k, v in state.items() if torch.is_tensor(v)}
+    if "patch_embed.proj.weight" not in tensors:
+        raise SystemExit(f"{args.pth}: no patch_embed.proj.weight; not a torch-hub DINOv2 state dict")
+    save_file(tensors, args.out, metadata={"source": args.pth, "naming": "torch-hub"})
+    print(f"wrote {args.out}: {len(tensors)} tensors")
+
+
+if __name__ == "__main__":
+    main()
