@@ -25,6 +25,7 @@ Examples:
       --backbone-weights models/dinov2-vitl14.safetensors --cache /scratch/features
   stars train detector --data tallo/train --out ckpt --preset paper \\
       --backbone-weights models/dinov2-vitl14.safetensors --resume --epochs 60
+  stars train detector --data synth/train --out untrained --preset tiny --random-weights --epochs 0
 
 Pseudo-anomalies are hard-negative objects (mask id 10) cut from the training frames and pasted
 into other frames. Backbone features of every augmented view are cached on disk (default
@@ -45,7 +46,7 @@ pub struct DetectorArgs {
     /// Use a randomly initialised backbone (placeholder; every output is labelled as such).
     #[arg(long)]
     random_weights: bool,
-    /// Epochs in total (default: the preset's; paper 50).
+    /// Epochs in total (default: the preset's; paper 50); 0 writes the untrained detector.
     #[arg(long)]
     epochs: Option<usize>,
     /// Frames per batch (each adds an outlier-source view; paper 64).
@@ -110,8 +111,8 @@ fn detector_cmd(args: DetectorArgs) -> Result<ExitCode> {
     if !args.resume {
         settings.seed = args.seed;
     }
-    if settings.batch == 0 || settings.views == 0 || settings.epochs == 0 {
-        bail!("--batch, --views and --epochs must be at least 1");
+    if settings.batch == 0 || settings.views == 0 {
+        bail!("--batch and --views must be at least 1");
     }
     let arch = backbone::arch_of_preset(&settings.preset);
     let extractor = backbone::open(arch, args.backbone_weights.as_deref(), args.random_weights)?;

@@ -139,8 +139,8 @@ struct ViewSpec {
     source_object: Option<ObjectBox>,
 }
 
-/// Trains (or resumes) a detector on the split `data`, writing checkpoints to `out` after every
-/// epoch. Returns the mean losses of the epochs run now.
+/// Trains (or resumes) a detector on the split `data`, writing checkpoints to `out` at the start
+/// (untrained) and after every epoch. Returns the mean losses of the epochs run now.
 pub fn train(
     data: &Path,
     out: &Path,
@@ -194,6 +194,12 @@ pub fn train(
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
     let mut run_losses = Vec::new();
+    if !resume {
+        // the untrained detector (initial weights, ActNorm not yet initialised): what
+        // `--epochs 0` leaves behind as the baseline "same flow untrained"
+        meta.training = serde_json::json!({ "settings": settings, "epoch_losses": history });
+        flowclas::save(out, &vars, &meta)?;
+    }
     let bar = crate::cli::progress::bar((total_steps.saturating_sub(meta.step)) as u64, "train");
     for epoch in meta.epoch..settings.epochs {
         let mut order: Vec<usize> = (0..frames.len()).collect();
