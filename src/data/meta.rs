@@ -52,6 +52,9 @@ pub struct SequenceMeta {
     #[serde(default)]
     pub hard_negatives: Vec<PlacedObject>,
     pub seed: u64,
+    /// World position of the grapple fixture the trajectory is built around (synthetic data).
+    #[serde(default)]
+    pub fixture: Option<[f64; 3]>,
 }
 
 impl SequenceMeta {

@@ -4,6 +4,7 @@
 //! semantic ids) and `meta.json`. See DESIGN.md for the ids.
 pub mod meta;
 pub mod paste;
+pub mod synth;
 pub mod tallo;
 
 pub use meta::SequenceMeta;
