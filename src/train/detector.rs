@@ -85,9 +85,9 @@ impl Settings {
                 ..base
             }),
             "tiny" => Some(Self {
-                epochs: 6,
+                epochs: 30,
                 batch: 4,
-                lr: 1e-3,
+                lr: 1e-2,
                 views: 1,
                 crop: None,
                 ..base
