@@ -6,9 +6,13 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 
 use crate::data::tallo::list_sequences;
+use crate::eval::report::{markdown_table, write_metrics_json, Method};
+use crate::eval::{evaluate_dirs, EvalConfig};
 use crate::model::flowclas;
 use crate::model::flowclas::backbone::{self, RANDOM_BACKBONE_LABEL};
 
+/// Name of the metrics written next to the maps with `--gt`.
+pub const METRICS_JSON: &str = "metrics.json";
 /// Name of the run description written next to the maps.
 pub const DETECT_JSON: &str = "detect.json";
 
@@ -108,6 +112,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!(
             "{RANDOM_BACKBONE_LABEL}: the backbone has random weights; these maps are placeholders"
         );
+    }
+    if args.gt {
+        let metrics = evaluate_dirs(&args.out, &args.data, &EvalConfig::default())?;
+        write_metrics_json(&args.out.join(METRICS_JSON), &metrics)?;
+        let name = match random {
+            true => format!("FlowCLAS ({RANDOM_BACKBONE_LABEL})"),
+            false => "FlowCLAS".to_string(),
+        };
+        println!("{}", markdown_table(&[Method { name, metrics }]));
     }
     Ok(ExitCode::SUCCESS)
 }
