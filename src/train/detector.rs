@@ -167,6 +167,7 @@ pub fn train(
             &state,
             VarBuilder::from_varmap(&vars, DType::F32, &device),
         )?;
+        seeded_init(&vars, settings.seed)?;
         let meta = CheckpointMeta {
             config: cfg,
             state,
@@ -256,6 +257,50 @@ pub fn train(
     }
     bar.finish_and_clear();
     Ok(run_losses)
+}
+
+/// Redraws the randomly initialised tensors (subnet convs, projection) from a generator seeded
+/// with `seed`, as candle's CPU initialisers cannot be seeded: the same settings give the same
+/// run. Distributions as candle's defaults: Kaiming normal (ReLU gain) for weights, uniform
+/// +-1/sqrt(fan_in) for the projection bias.
+fn seeded_init(vars: &VarMap, seed: u64) -> Result<()> {
+    let data = vars.data().lock().expect("var map lock is not poisoned");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417);
+    for name in names {
+        let random = [
+            "conv1.weight",
+            "conv2.weight",
+            "conv3.weight",
+            "proj.weight",
+            "proj.bias",
+        ];
+        if !random.iter().any(|r| name.ends_with(r)) {
+            continue;
+        }
+        let var = &data[name];
+        let fan_in = match var.dims() {
+            [_, rest @ ..] if !rest.is_empty() => rest.iter().product::<usize>(),
+            _ => data.get("proj.weight").map_or(1, |w| w.dims()[1]),
+        } as f64;
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| {
+                if name.ends_with("bias") {
+                    rng.random_range(-1.0..1.0) / fan_in.sqrt()
+                } else {
+                    // Box-Muller standard normal, scaled to Kaiming's std sqrt(2 / fan_in)
+                    let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+                    (-2.0 * u1.ln()).sqrt()
+                        * (std::f64::consts::TAU * u2).cos()
+                        * (2.0 / fan_in).sqrt()
+                }
+            })
+            .map(|v| v as f32)
+            .collect();
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
 }
 
 /// Two AdamW optimisers, as candle has no parameter groups: weight decay only on mu, log sigma
