@@ -3,6 +3,7 @@
 //! Layout: `<root>/<split>/<sequence_id>/frames/NNN.png` (RGB8), `masks/NNN.png` (uint8
 //! semantic ids) and `meta.json`. See DESIGN.md for the ids.
 pub mod meta;
+pub mod paste;
 pub mod synth;
 pub mod tallo;
 

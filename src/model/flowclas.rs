@@ -1,1 +1,0 @@
-//! FlowCLAS normalizing flow.
