@@ -280,11 +280,7 @@ fn rosbags_written_bags_are_read_and_converted_to_tallo_exactly() {
         );
 
         let out = stars(&["bag", "info", path_str(&dir)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::assert_success(&out);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Messages:          10"), "{text}");
         assert!(
@@ -294,11 +290,7 @@ fn rosbags_written_bags_are_read_and_converted_to_tallo_exactly() {
 
         let tallo = tmp.path().join("tallo");
         let out = stars(&["bag", "to-tallo", path_str(&dir), "--out", path_str(&tallo)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::assert_success(&out);
         let seq = tallo.join("foreign");
         // (encoding's channel order as RGB indices into the stored channels)
         let orders: [&[u32]; 5] = [&[0, 1, 2], &[2, 1, 0], &[0, 0, 0], &[0, 1, 2], &[0, 1, 2]];
@@ -371,11 +363,7 @@ fn from_tallo_then_to_tallo_is_pixel_identical() {
         "--frame-id",
         "optical",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_success(&out);
 
     let reader = BagReader::open(&bag).unwrap();
     assert_eq!(reader.info().message_count, 14);
@@ -404,11 +392,7 @@ fn from_tallo_then_to_tallo_is_pixel_identical() {
 
     let back = tmp.path().join("back");
     let out = stars(&["bag", "to-tallo", path_str(&bag), "--out", path_str(&back)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_success(&out);
     let files = png_files(&split);
     assert_eq!(png_files(&back), files);
     assert_eq!(

@@ -192,11 +192,7 @@ fn cli_features_from_npy_matches_reference_and_labels_weights() {
         "0",
         "--no-final-norm",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    support::assert_success(&run);
     assert!(max_abs_diff(&Tensor::read_npy(&out).unwrap(), &expected("hf", "layer0")) < TOL);
 }
 
@@ -216,11 +212,7 @@ fn cli_features_from_png_pads_without_resizing() {
         "--out",
         s(&out),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    support::assert_success(&run);
     // 60x100 -> padded 70x112 -> 5x8 patches of width 16
     assert_eq!(Tensor::read_npy(&out).unwrap().dims(), &[5, 8, 16]);
 }
@@ -548,11 +540,7 @@ fn fetch_finds_the_cache_offline_and_checks_manifest_shapes() {
     let good = dir.path().join("good");
     let snapshot = populated_cache(&good, &file);
     let fetch = stars(&["models", "fetch", "dinov2-small", "--cache", s(&good)]);
-    assert!(
-        fetch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetch.stderr)
-    );
+    support::assert_success(&fetch);
     assert_eq!(String::from_utf8_lossy(&fetch.stdout).trim(), s(&snapshot));
 }
 

@@ -411,11 +411,7 @@ fn eval_verb_writes_json_table_and_plots_matching_the_library() {
         "--bins",
         "500",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    support::assert_success(&run);
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let lib = evaluate_dirs(&pred, &gt, &cfg(500, false)).unwrap();
@@ -468,11 +464,7 @@ fn eval_verb_compares_named_methods() {
         "--out",
         s(&out),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    support::assert_success(&run);
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     let rows: Vec<&str> = table.lines().skip(2).collect();
     assert_eq!(rows.len(), 2, "{table}");
@@ -506,11 +498,7 @@ fn calibrate_writes_the_fpr95_operating_point() {
         "--bins",
         "101",
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    support::assert_success(&run);
     let t = Threshold::load(&path).unwrap();
     // TPR >= 0.95 needs 19 of 20 anomalies: threshold <= 0.10, the highest grid value is 0.10
     // (the anomaly scored 0.05 is missed); every normal pixel (0.2) is above it.
@@ -553,11 +541,7 @@ fn bad_input_gets_one_clear_line() {
     odd[1] = 1.5;
     write_npy_f32(&seq_pred.join("001.npy"), &odd, &[10, 10]);
     let ok = run(args(&[]));
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    support::assert_success(&ok);
     let stderr = String::from_utf8_lossy(&ok.stderr);
     assert!(stderr.contains("1 NaN/infinite scores"), "{stderr}");
     let json: Value =

@@ -366,11 +366,7 @@ fn bad_input_is_a_clear_error() {
     let ok = stars(&[
         "synth", "--preset", "tiny", "--splits", "val", "--out", out, "--force",
     ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    support::assert_success(&ok);
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("keep.txt")).unwrap(),
         "mine"

@@ -325,11 +325,7 @@ fn cli_trains_then_detects_with_labelled_random_backbone() {
         "--random-weights",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_success(&out);
     assert!(
         stdout.contains("| 2 |") && stdout.contains("PLACEHOLDER_RANDOM_BACKBONE"),
         "{stdout}"
@@ -348,11 +344,7 @@ fn cli_trains_then_detects_with_labelled_random_backbone() {
         p,
         "--random-weights",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("PLACEHOLDER_RANDOM_BACKBONE"));
     let note: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pred.join("detect.json")).unwrap()).unwrap();
@@ -376,11 +368,7 @@ fn tiny_synth_run() -> (f64, f64) {
     let root = tmp.path().join("synth");
     let r = root.to_str().unwrap();
     let out = support::stars(&["synth", "--preset", "tiny", "--out", r, "--seed", "1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::assert_success(&out);
 
     let extractor = backbone::open("tiny", None, true).unwrap();
     let settings = Settings::preset("tiny").unwrap();
@@ -432,11 +420,7 @@ fn tiny_synth_run() -> (f64, f64) {
             "--random-weights",
             "--gt",
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::assert_success(&out);
         assert!(
             pred.join("metrics.json").is_file(),
             "--gt writes metrics.json"
