@@ -68,6 +68,34 @@ pub struct Placed {
     pub radius: f64,
 }
 
+impl Placed {
+    /// The group enlarged `k` times about `pivot` (its surface anchor, so an object resting on
+    /// the hull still rests on it): every shape, offset and the bounding radius scale by `k`.
+    pub fn scaled_about(self, pivot: &Point3<f64>, k: f64) -> Placed {
+        let grow = |p: &Point3<f64>| pivot + (p - pivot) * k;
+        let objects = self
+            .objects
+            .into_iter()
+            .map(|o| {
+                let origin = grow(&Point3::from(o.pose.translation.vector));
+                Object {
+                    shape: o.shape.scaled(k),
+                    pose: IsometryMatrix3::from_parts(
+                        Translation3::from(origin.coords),
+                        o.pose.rotation,
+                    ),
+                    ..o
+                }
+            })
+            .collect();
+        Placed {
+            objects,
+            centre: grow(&self.centre),
+            radius: self.radius * k,
+        }
+    }
+}
+
 fn object(
     shape: Shape,
     frame: &IsometryMatrix3<f64>,

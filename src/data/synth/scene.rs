@@ -69,6 +69,33 @@ impl Shape {
             Shape::Polyhedron { bound, .. } => *bound,
         }
     }
+
+    /// The same shape with every length multiplied by `k` (about its local origin).
+    pub fn scaled(&self, k: f64) -> Shape {
+        match self {
+            Shape::Sphere { radius } => Shape::Sphere { radius: radius * k },
+            Shape::Ellipsoid { radii } => Shape::Ellipsoid { radii: radii * k },
+            Shape::Cuboid { half } => Shape::Cuboid { half: half * k },
+            Shape::Cylinder {
+                radius,
+                half_length,
+            } => Shape::Cylinder {
+                radius: radius * k,
+                half_length: half_length * k,
+            },
+            Shape::Capsule {
+                radius,
+                half_length,
+            } => Shape::Capsule {
+                radius: radius * k,
+                half_length: half_length * k,
+            },
+            Shape::Polyhedron { planes, bound } => Shape::Polyhedron {
+                planes: planes.iter().map(|(n, d)| (*n, d * k)).collect(),
+                bound: bound * k,
+            },
+        }
+    }
 }
 
 /// Procedural surface patterns, evaluated on the local hit point.

@@ -346,21 +346,27 @@ impl World {
                 rng.random_range(0.25..0.75) * w,
                 rng.random_range(0.25..0.75) * h,
             );
-            let (anchor, normal) = match self.station_scene.intersect(&ray) {
+            let (anchor, normal, on_surface) = match self.station_scene.intersect(&ray) {
                 Some(Hit::Object { t, normal, .. }) if t < 25.0 => {
                     let n = if normal.dot(&ray.dir) > 0.0 {
                         -normal
                     } else {
                         normal
                     };
-                    (ray.origin + ray.dir * t, n)
+                    (ray.origin + ray.dir * t, n, true)
                 }
                 _ => {
                     let d = (fixture - ray.origin).norm() * rng.random_range(0.5..0.85);
-                    (ray.origin + ray.dir * d, -ray.dir)
+                    (ray.origin + ray.dir * d, -ray.dir, false)
                 }
             };
-            let placed = build(&anchor, &Unit::new_normalize(normal), rng);
+            let mut placed = build(&anchor, &Unit::new_normalize(normal), rng);
+            if self.cfg.object_scale != 1.0 {
+                // On the hull, grow away from it; floating, grow in place (growing about the
+                // anchor would push the object onto the camera).
+                let pivot = if on_surface { anchor } else { placed.centre };
+                placed = placed.scaled_about(&pivot, self.cfg.object_scale);
+            }
             if avoid
                 .iter()
                 .any(|(c, r)| (placed.centre - c).norm() < r + placed.radius + 0.3)
