@@ -442,9 +442,14 @@ fn cli_trains_then_detects_with_labelled_random_backbone() {
     }
 }
 
-/// The whole path on the `tiny` synthetic split with the tiny random DINOv2: synth, train
-/// (asserting the loss falls), an untrained twin (`--epochs 0`), `stars detect --gt` on val for
-/// both. Returns the exact pixel AP (anomaly id 9, `stars::eval`) of (trained, untrained).
+/// The whole path on the `tiny` synthetic split: synth, train (asserting the loss falls), an
+/// untrained twin (`--epochs 0`), `stars detect --gt` on val for both. Returns the exact pixel AP
+/// (anomaly id 9, `stars::eval`) of (trained, untrained).
+///
+/// The backbone is the tiny random DINOv2, or, when `STARS_DINOV2_WEIGHTS` names pretrained
+/// ViT-S/14 weights (`stars models fetch dinov2-small`), those weights under the `small` flow
+/// and rate on whole frames, 10 epochs (200 steps; the 384-channel flow makes this the slow
+/// path).
 fn tiny_synth_run() -> (f64, f64) {
     use stars::model::flowclas::backbone;
 
@@ -454,15 +459,34 @@ fn tiny_synth_run() -> (f64, f64) {
     let out = support::stars(&["synth", "--preset", "tiny", "--out", r, "--seed", "1"]);
     support::assert_success(&out);
 
-    let extractor = backbone::open("tiny", None, true).unwrap();
-    let settings = Settings::preset("tiny").unwrap();
+    let weights = std::env::var_os("STARS_DINOV2_WEIGHTS").map(std::path::PathBuf::from);
+    let (extractor, settings, arch, backbone_flags) = match &weights {
+        Some(path) => (
+            backbone::open("vit_small", Some(path), false).unwrap(),
+            Settings {
+                epochs: 10,
+                batch: 4,
+                views: 1,
+                crop: None,
+                ..Settings::preset("small").unwrap()
+            },
+            "vit_small",
+            vec!["--backbone-weights".to_string(), path.display().to_string()],
+        ),
+        None => (
+            backbone::open("tiny", None, true).unwrap(),
+            Settings::preset("tiny").unwrap(),
+            "tiny",
+            vec!["--random-weights".to_string()],
+        ),
+    };
     let trained = tmp.path().join("trained");
     let cache = FeatureCache::new(Some(&tmp.path().join("cache")));
     let losses = detector::train(
         &root.join("train"),
         &trained,
         extractor.as_ref(),
-        "tiny",
+        arch,
         &settings,
         &cache,
         false,
@@ -483,7 +507,7 @@ fn tiny_synth_run() -> (f64, f64) {
         &root.join("train"),
         &untrained,
         extractor.as_ref(),
-        "tiny",
+        arch,
         &zero,
         &cache,
         false,
@@ -493,7 +517,7 @@ fn tiny_synth_run() -> (f64, f64) {
     let val = root.join("val");
     let ap = |ckpt: &Path| -> f64 {
         let pred = ckpt.with_extension("pred");
-        let out = support::stars(&[
+        let mut args = vec![
             "detect",
             "--checkpoint",
             ckpt.to_str().unwrap(),
@@ -501,9 +525,10 @@ fn tiny_synth_run() -> (f64, f64) {
             val.to_str().unwrap(),
             "--out",
             pred.to_str().unwrap(),
-            "--random-weights",
             "--gt",
-        ]);
+        ];
+        args.extend(backbone_flags.iter().map(String::as_str));
+        let out = support::stars(&args);
         support::assert_success(&out);
         assert!(
             pred.join("metrics.json").is_file(),
@@ -533,7 +558,7 @@ fn tiny_synth_training_lowers_the_loss_and_detect_scores_val() {
 /// carry no appearance cue (`bench/tiny_separability.py`: a classifier trained on the train
 /// split's true anomaly patches scores val AUROC 0.43, AP 0.0092 at prevalence 0.0108), and
 /// trained vs untrained AP for training seeds 0/1/2 is 0.0080/0.0111/0.0074 vs 0.0101-0.0102.
-/// Run it with pretrained weights wired in: `cargo test --test train -- --ignored`.
+/// Run it on pretrained ViT-S/14: `STARS_DINOV2_WEIGHTS=PATH cargo test --test train -- --ignored`.
 /// `trained_detector_finds_unseen_anomalies_that_share_the_outliers_cue` checks the same
 /// claim where a cue exists.
 #[test]
