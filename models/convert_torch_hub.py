@@ -10,6 +10,9 @@ torch-hub tensor names (`blocks.0.attn.qkv.weight`, ...) that `stars` reads dire
 No config file is needed: `stars` reads the architecture from the tensor shapes (heads =
 width / 64, as in every released DINOv2). Checkpoints saved with block chunks
 (`blocks.<chunk>.<i>.`) load as they are.
+
+`--reins CKPT` adds Rein adapters from a FlowCLAS / mmseg checkpoint (its `state_dict` tensors
+under `backbone.reins.`, kept under that name; see docs/models.md#rein-adapters).
 """
 import argparse
 
@@ -21,6 +24,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pth", help="torch-hub checkpoint (state dict)")
     ap.add_argument("out", help="output .safetensors")
+    ap.add_argument("--reins", help="FlowCLAS/mmseg checkpoint whose backbone.reins.* tensors to add")
     args = ap.parse_args()
     state = torch.load(args.pth, map_location="cpu", weights_only=True)
     if "model" in state and isinstance(state["model"], dict):  # training checkpoints wrap it
@@ -28,6 +32,15 @@ def main():
     tensors = {k: v.detach().float().contiguous() for k, v in state.items() if torch.is_tensor(v)}
     if "patch_embed.proj.weight" not in tensors:
         raise SystemExit(f"{args.pth}: no patch_embed.proj.weight; not a torch-hub DINOv2 state dict")
+    if args.reins:
+        # mmseg checkpoints pickle more than tensors (meta, optimiser): trusted files only
+        ckpt = torch.load(args.reins, map_location="cpu", weights_only=False)
+        ckpt = ckpt.get("state_dict", ckpt)
+        reins = {k: v.detach().float().contiguous() for k, v in ckpt.items()
+                 if k.startswith("backbone.reins.") and torch.is_tensor(v)}
+        if not reins:
+            raise SystemExit(f"{args.reins}: no backbone.reins.* tensors")
+        tensors.update(reins)
     save_file(tensors, args.out, metadata={"source": args.pth, "naming": "torch-hub"})
     print(f"wrote {args.out}: {len(tensors)} tensors")
 

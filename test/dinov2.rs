@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use stars::model::dinov2::{resize_table, PosInterp};
-use stars::model::weights::{load_dinov2, manifest::Manifest, LoadOptions, Naming, WeightsSource};
+use stars::model::weights::{
+    load_dinov2, manifest::Manifest, LoadOptions, LoadedBackbone, Naming, WeightsSource,
+};
 use support::{assert_clean_error, repo, stars};
 
 const TOL: f32 = 1e-4;
@@ -38,8 +40,8 @@ fn expected(model: &str, what: &str) -> Tensor {
     Tensor::read_npy(fixtures().join(model).join(format!("expected_{what}.npy"))).unwrap()
 }
 
-/// Loads fixture `model` and checks final-norm, no-norm and (if present) block-0 tokens.
-fn check_parity(model: &str, naming: Naming, interp: PosInterp) {
+/// Loads fixture `model` and checks the final-norm, no-norm and block-0 tokens it has.
+fn check_parity(model: &str, naming: Naming, interp: PosInterp) -> LoadedBackbone {
     let loaded = load_dinov2(
         &fixtures().join(model),
         &Device::Cpu,
@@ -52,49 +54,130 @@ fn check_parity(model: &str, naming: Naming, interp: PosInterp) {
     }
     assert_eq!(loaded.model.config().interpolation, interp, "{model}");
     let x = input();
-    let cases = [
-        ("final_norm", loaded.model.patch_tokens(&x, true).unwrap()),
-        (
-            "no_final_norm",
-            loaded.model.patch_tokens(&x, false).unwrap(),
-        ),
-    ];
-    for (what, got) in cases {
+    for (what, final_norm) in [("final_norm", true), ("no_final_norm", false)] {
+        let path = fixtures().join(model).join(format!("expected_{what}.npy"));
+        if !path.exists() {
+            continue;
+        }
+        let got = loaded.patch_tokens(&x, final_norm).unwrap();
         let diff = max_abs_diff(&got.squeeze(0).unwrap(), &expected(model, what));
         eprintln!("{model} {what}: max abs diff {diff:.1e}");
         assert!(diff < TOL, "{model} {what}: max abs diff {diff}");
     }
     let layer0 = fixtures().join(model).join("expected_layer0.npy");
     if layer0.exists() {
-        let got = loaded.model.intermediate_layers(&x, &[0], false).unwrap();
+        let got = loaded.intermediate_layers(&x, &[0], false).unwrap();
         let diff = max_abs_diff(&got[0].squeeze(0).unwrap(), &expected(model, "layer0"));
         assert!(diff < TOL, "{model} layer0: max abs diff {diff}");
     }
+    loaded
 }
 
 #[test]
 fn matches_transformers_dinov2() {
-    check_parity("hf", Naming::Hf, PosInterp::Transformers);
+    assert!(check_parity("hf", Naming::Hf, PosInterp::Transformers)
+        .rein
+        .is_none());
 }
 
 #[test]
 fn matches_transformers_dinov2_swiglu() {
-    check_parity("hf_swiglu", Naming::Hf, PosInterp::Transformers);
+    assert!(
+        check_parity("hf_swiglu", Naming::Hf, PosInterp::Transformers)
+            .rein
+            .is_none()
+    );
 }
 
 #[test]
 fn matches_transformers_dinov2_with_registers() {
-    check_parity("hf_registers", Naming::Hf, PosInterp::Antialias);
+    assert!(
+        check_parity("hf_registers", Naming::Hf, PosInterp::Antialias)
+            .rein
+            .is_none()
+    );
 }
 
 #[test]
 fn matches_original_dinov2_torch_hub_naming() {
-    check_parity("hub", Naming::TorchHub, PosInterp::Original);
+    assert!(check_parity("hub", Naming::TorchHub, PosInterp::Original)
+        .rein
+        .is_none());
+}
+
+/// FlowCLAS's LoRA Rein adapters (its own `reins.py`) after every block of the original model,
+/// stored under `backbone.reins.` beside the DINOv2 tensors, with the query-head tensors Rein
+/// keeps for segmentation (unused here).
+#[test]
+fn matches_flowclas_rein_adapters() {
+    let loaded = check_parity("hub_rein", Naming::TorchHub, PosInterp::Original);
+    let rein = loaded
+        .rein
+        .as_ref()
+        .expect("the fixture carries Rein tensors");
+    assert!(
+        rein.describe().contains("2 blocks x 6 tokens, rank 4"),
+        "{}",
+        rein.describe()
+    );
+    assert!(loaded.describe().contains("Rein adapters"));
+    // the adapters matter: the same backbone without them is far from the reference
+    let plain = LoadedBackbone {
+        rein: None,
+        ..loaded.clone()
+    };
+    let got = plain
+        .patch_tokens(&input(), false)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    assert!(max_abs_diff(&got, &expected("hub_rein", "no_final_norm")) > 1e-2);
+}
+
+/// Rein tensors with a wrong shape, a missing part or an unknown name are clear errors.
+#[test]
+fn bad_rein_tensors_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = fixtures().join("hub_rein");
+    std::fs::copy(fixture.join("config.json"), dir.path().join("config.json")).unwrap();
+    let tensors =
+        candle_core::safetensors::load(fixture.join("model.safetensors"), &Device::Cpu).unwrap();
+    type Edit = fn(&mut std::collections::HashMap<String, Tensor>);
+    let cases: [(&str, Edit); 3] = [
+        ("expected [2, 4, 16]", |t| {
+            t.insert(
+                "backbone.reins.learnable_tokens_b".into(),
+                Tensor::zeros((2, 4, 8), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
+        }),
+        ("missing `mlp_delta_f.bias`", |t| {
+            t.remove("backbone.reins.mlp_delta_f.bias");
+        }),
+        ("unexpected tensor `extra`", |t| {
+            t.insert(
+                "backbone.reins.extra".into(),
+                Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
+        }),
+    ];
+    for (want, edit) in cases {
+        let mut t = tensors.clone();
+        edit(&mut t);
+        let file = dir.path().join("model.safetensors");
+        candle_core::safetensors::save(&t, &file).unwrap();
+        let err = load_dinov2(dir.path(), &Device::Cpu, &LoadOptions::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("Rein") && msg.contains(want), "{msg}");
+    }
 }
 
 #[test]
 fn matches_original_dinov2_registers_swiglu_chunked_without_config() {
-    check_parity("hub_registers", Naming::TorchHub, PosInterp::Antialias);
+    assert!(
+        check_parity("hub_registers", Naming::TorchHub, PosInterp::Antialias)
+            .rein
+            .is_none()
+    );
 }
 
 #[test]
@@ -132,7 +215,6 @@ fn interpolation_mode_matters() {
     };
     let loaded = load_dinov2(&fixtures().join("hf"), &Device::Cpu, &opts).unwrap();
     let got = loaded
-        .model
         .patch_tokens(&input(), true)
         .unwrap()
         .squeeze(0)
@@ -194,6 +276,28 @@ fn cli_features_from_npy_matches_reference_and_labels_weights() {
     ]);
     support::assert_success(&run);
     assert!(max_abs_diff(&Tensor::read_npy(&out).unwrap(), &expected("hf", "layer0")) < TOL);
+}
+
+#[test]
+fn cli_features_applies_rein_adapters_and_says_so() {
+    let dir = scratch();
+    let out = dir.path().join("tokens.npy");
+    let run = features(&[
+        "--weights",
+        s(&fixtures().join("hub_rein")),
+        "--input-npy",
+        s(&fixtures().join("input.npy")),
+        "--out",
+        s(&out),
+        "--layer",
+        "0",
+        "--no-final-norm",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("with Rein adapters (2 blocks"), "{stderr}");
+    let got = Tensor::read_npy(&out).unwrap();
+    assert!(max_abs_diff(&got, &expected("hub_rein", "layer0")) < TOL);
 }
 
 #[test]
@@ -593,7 +697,7 @@ fn half_precision_weights_take_f32_input() {
         ..Default::default()
     };
     let loaded = load_dinov2(&fixtures().join("hf"), &Device::Cpu, &opts).unwrap();
-    let got = loaded.model.patch_tokens(&input(), false).unwrap();
+    let got = loaded.patch_tokens(&input(), false).unwrap();
     assert_eq!(got.dtype(), candle_core::DType::F16);
     let got = got
         .to_dtype(candle_core::DType::F32)

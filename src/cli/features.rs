@@ -123,10 +123,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let tokens = match args.layer {
         Some(k) => backbone
-            .model
             .intermediate_layers(&x, &[k], final_norm)?
             .remove(0),
-        None => backbone.model.patch_tokens(&x, final_norm)?,
+        None => backbone.patch_tokens(&x, final_norm)?,
     }
     .squeeze(0)?
     .to_dtype(DType::F32)?;

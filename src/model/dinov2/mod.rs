@@ -19,11 +19,13 @@ use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 mod interp;
 mod layers;
 mod preprocess;
+mod rein;
 
 use layers::{Block, PatchEmbed};
 
 pub use interp::{resize_matrix, resize_table, PosInterp};
 pub use preprocess::{preprocess, Padding, ALLO_MEAN, ALLO_STD};
+pub use rein::Rein;
 
 /// Architecture of a DINOv2 backbone.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -255,18 +257,9 @@ impl Dinov2 {
         patches.reshape((b, grid.0, grid.1, c))
     }
 
-    /// Patch tokens after the last block, (B, H/14, W/14, C), for a normalised (B, 3, H, W)
-    /// input whose sides are multiples of 14 (cast to the weights' dtype); `final_norm` applies
-    /// the model's last LayerNorm.
-    pub fn patch_tokens(&self, x: &Tensor, final_norm: bool) -> Result<Tensor> {
-        let last = self.cfg.num_layers.saturating_sub(1);
-        let mut out = self.intermediate_layers(x, &[last], final_norm)?;
-        out.pop()
-            .ok_or_else(|| candle_core::Error::Msg("model has no blocks".into()))
-    }
-
-    /// Patch tokens after each of the chosen blocks (0-based), each (B, Hp, Wp, C), in the
-    /// order asked; `final_norm` applies the model's last LayerNorm to each.
+    /// Patch tokens after each of the chosen blocks (0-based), each (B, H/14, W/14, C), in the
+    /// order asked, for a normalised (B, 3, H, W) input whose sides are multiples of 14 (cast
+    /// to the weights' dtype); `final_norm` applies the model's last LayerNorm to each.
     pub fn intermediate_layers(
         &self,
         x: &Tensor,

@@ -58,7 +58,7 @@ impl FeatureExtractor for Dinov2Features {
 
     fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
         let (x, padding) = preprocess(image, &self.device)?;
-        let tokens = self.backbone.model.patch_tokens(&x, false)?; // (1, Hp, Wp, C)
+        let tokens = self.backbone.patch_tokens(&x, false)?; // (1, Hp, Wp, C)
         let features = tokens.permute((0, 3, 1, 2))?.contiguous()?;
         Ok(Embedded { features, padding })
     }

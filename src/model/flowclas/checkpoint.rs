@@ -74,7 +74,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, Checkpoint
         .with_context(|| format!("reading {}", path.display()))?;
     if let Some(rein) = stored.keys().find(|k| k.starts_with("rein")) {
         bail!(
-            "{} carries Rein adapters (`{rein}`), which this build does not support yet",
+            "{} carries Rein adapters (`{rein}`): they belong in the backbone weights file \
+             (--backbone-weights), see docs/models.md#rein-adapters",
             path.display()
         );
     }

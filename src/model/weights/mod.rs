@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::dinov2::{Config, Dinov2, PosInterp};
+use super::dinov2::{Config, Dinov2, PosInterp, Rein};
 use random::RandomBackend;
 
 pub mod manifest;
@@ -84,21 +84,57 @@ impl WeightsSource {
 pub struct LoadedBackbone {
     /// The model.
     pub model: Dinov2,
+    /// Rein adapters between the blocks, when the weights file carries them.
+    pub rein: Option<Rein>,
     /// Its weights' origin.
     pub source: WeightsSource,
 }
 
 impl LoadedBackbone {
-    /// One line saying what was loaded: origin, architecture and position interpolation, e.g.
-    /// "DINOv2 from x/model.safetensors (HF naming) — ViT-L/14, transformers position interpolation".
+    /// One line saying what was loaded: origin, architecture, position interpolation and
+    /// adapters, e.g. "DINOv2 from x/model.safetensors (HF naming) — ViT-L/14, transformers
+    /// position interpolation".
     pub fn describe(&self) -> String {
         let cfg = self.model.config();
+        let rein = self
+            .rein
+            .as_ref()
+            .map(|r| format!(", with {}", r.describe()))
+            .unwrap_or_default();
         format!(
-            "{} — {}, {} position interpolation",
+            "{} — {}, {} position interpolation{rein}",
             self.source.describe(),
             cfg.arch_name(),
             cfg.interpolation
         )
+    }
+
+    /// Patch tokens after the chosen blocks (see [`Dinov2::intermediate_layers`]), with the
+    /// Rein adapters applied after every block when present.
+    pub fn intermediate_layers(
+        &self,
+        x: &Tensor,
+        layers: &[usize],
+        final_norm: bool,
+    ) -> candle_core::Result<Vec<Tensor>> {
+        match &self.rein {
+            Some(rein) => {
+                self.model
+                    .intermediate_layers_with(x, layers, final_norm, &mut |i, tokens| {
+                        rein.refine(i, &tokens)
+                    })
+            }
+            None => self.model.intermediate_layers(x, layers, final_norm),
+        }
+    }
+
+    /// Patch tokens after the last block, (B, H/14, W/14, C): what FlowCLAS reads (without
+    /// the final LayerNorm).
+    pub fn patch_tokens(&self, x: &Tensor, final_norm: bool) -> candle_core::Result<Tensor> {
+        let last = self.model.config().num_layers.saturating_sub(1);
+        let mut out = self.intermediate_layers(x, &[last], final_norm)?;
+        out.pop()
+            .ok_or_else(|| candle_core::Error::Msg("model has no blocks".into()))
     }
 }
 
@@ -230,8 +266,9 @@ pub fn load_dinov2(
             file.display()
         );
     }
-    let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu)
         .with_context(|| format!("reading {}", file.display()))?;
+    let rein_tensors = Rein::split_off(&mut tensors);
     let config_json = file.with_file_name("config.json");
     let hf_config = match config_json.is_file() {
         true => Some(read_hf_config(&config_json)?),
@@ -266,8 +303,17 @@ pub fn load_dinov2(
             cfg.arch_name()
         )
     })?;
+    let rein = Rein::load(
+        rein_tensors,
+        cfg.num_layers,
+        cfg.hidden_size,
+        opts.dtype,
+        device,
+    )
+    .with_context(|| format!("reading the Rein adapters in {}", file.display()))?;
     Ok(LoadedBackbone {
         model,
+        rein,
         source: WeightsSource::Checkpoint {
             sha256: blob_sha256(&file),
             path: file,
@@ -484,6 +530,7 @@ pub fn random_dinov2(cfg: &Config, seed: u64, device: &Device) -> anyhow::Result
         device.clone(),
     );
     Ok(LoadedBackbone {
+        rein: None,
         model: Dinov2::new(cfg, vb)?,
         source: WeightsSource::Random { seed },
     })
