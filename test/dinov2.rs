@@ -137,11 +137,7 @@ fn matches_flowclas_rein_adapters() {
 /// Rein tensors with a wrong shape, a missing part or an unknown name are clear errors.
 #[test]
 fn bad_rein_tensors_are_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = fixtures().join("hub_rein");
-    std::fs::copy(fixture.join("config.json"), dir.path().join("config.json")).unwrap();
-    let tensors =
-        candle_core::safetensors::load(fixture.join("model.safetensors"), &Device::Cpu).unwrap();
+    let dir = scratch();
     type Edit = fn(&mut std::collections::HashMap<String, Tensor>);
     let cases: [(&str, Edit); 3] = [
         ("expected [2, 4, 16]", |t| {
@@ -160,12 +156,9 @@ fn bad_rein_tensors_are_clear_errors() {
             );
         }),
     ];
-    for (want, edit) in cases {
-        let mut t = tensors.clone();
-        edit(&mut t);
-        let file = dir.path().join("model.safetensors");
-        candle_core::safetensors::save(&t, &file).unwrap();
-        let err = load_dinov2(dir.path(), &Device::Cpu, &LoadOptions::default()).unwrap_err();
+    for (i, (want, edit)) in cases.into_iter().enumerate() {
+        let folder = edited_checkpoint(&dir.path().join(i.to_string()), "hub_rein", edit, true);
+        let err = load_dinov2(&folder, &Device::Cpu, &LoadOptions::default()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("Rein") && msg.contains(want), "{msg}");
     }

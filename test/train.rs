@@ -246,28 +246,22 @@ fn training_lowers_the_loss_resumes_and_reuses_the_cache() {
 /// Exact pixel AP (anomaly id 9) of a checkpoint's maps over a split, with `backbone`.
 fn pixel_ap(ckpt: &Path, split: &Path, backbone: &dyn FeatureExtractor, out: &Path) -> f64 {
     let (model, _, _) = stars::model::flowclas::load(ckpt, &Device::Cpu).unwrap();
-    for seq in stars::data::tallo::list_sequences(split).unwrap() {
-        for (i, frame) in seq.frames.iter().enumerate() {
-            let embedded = backbone.embed(&seq.load_image(i).unwrap()).unwrap();
-            let map = model
-                .anomaly_map(&embedded.features, embedded.padding)
-                .unwrap()
-                .squeeze(0)
-                .unwrap();
-            let path = out
-                .join(&seq.id)
-                .join("masks")
-                .join(format!("{:03}.npy", frame.index));
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            map.write_npy(path).unwrap();
-        }
-    }
+    stars::cli::detect::write_maps(&model, backbone, split, out).unwrap();
+    exact_ap(out, split)
+}
+
+/// Exact (sort-based, scikit-learn's) pixel AP of the maps in `pred` against `split`'s masks.
+/// Not the spec's binned AP: that one scores a constant map (an untrained flow's is nearly
+/// constant) about 0.5 through its appended (0, 1) point.
+fn exact_ap(pred: &Path, split: &Path) -> f64 {
     let cfg = stars::eval::EvalConfig {
         exact: true,
         ..Default::default()
     };
-    let metrics = stars::eval::evaluate_dirs(out, split, &cfg).unwrap();
-    metrics.ap.unwrap()
+    let metrics = stars::eval::evaluate_dirs(pred, split, &cfg).unwrap();
+    metrics
+        .ap
+        .expect("the split has anomalous and normal pixels")
 }
 
 /// Outlier exposure carries over to anomalies never seen in training when the features hold a
@@ -534,14 +528,7 @@ fn tiny_synth_run() -> (f64, f64) {
             pred.join("metrics.json").is_file(),
             "--gt writes metrics.json"
         );
-        // exact (sort-based, scikit-learn's) AP: the binned AP of the spec gives a constant map
-        // (the untrained flow's is nearly constant) about 0.5 through its appended (0, 1) point
-        let cfg = stars::eval::EvalConfig {
-            exact: true,
-            ..Default::default()
-        };
-        let metrics = stars::eval::evaluate_dirs(&pred, &val, &cfg).unwrap();
-        metrics.ap.expect("val has anomalous and normal pixels")
+        exact_ap(&pred, &val)
     };
     let (ap_trained, ap_untrained) = (ap(&trained), ap(&untrained));
     eprintln!("tiny synth val pixel AP: trained {ap_trained:.4}, untrained {ap_untrained:.4}; losses {first:.4} -> {last:.4}");

@@ -8,8 +8,8 @@ use candle_core::Device;
 use crate::data::tallo::list_sequences;
 use crate::eval::report::{markdown_table, write_metrics_json, Method};
 use crate::eval::{evaluate_dirs, EvalConfig};
-use crate::model::flowclas;
-use crate::model::flowclas::backbone::{self, RANDOM_BACKBONE_LABEL};
+use crate::model::flowclas::backbone::{self, FeatureExtractor, RANDOM_BACKBONE_LABEL};
+use crate::model::flowclas::{self, FlowClas};
 
 /// Name of the metrics written next to the maps with `--gt`.
 pub const METRICS_JSON: &str = "metrics.json";
@@ -48,6 +48,37 @@ pub struct Args {
     gt: bool,
 }
 
+/// Runs the detector over every frame of `data` (a split or one sequence) and writes each map
+/// as `.npy` under `out`, mirroring the masks' relative paths; returns the number of maps.
+pub fn write_maps(
+    model: &FlowClas,
+    extractor: &dyn FeatureExtractor,
+    data: &Path,
+    out: &Path,
+) -> Result<usize> {
+    let sequences = list_sequences(data)?;
+    let total: usize = sequences.iter().map(|s| s.frames.len()).sum();
+    let bar = crate::cli::progress::bar(total as u64, "detect");
+    for seq in &sequences {
+        let rel = seq.dir.strip_prefix(data).unwrap_or(Path::new(&seq.id));
+        let dir = out.join(rel).join("masks");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, frame) in seq.frames.iter().enumerate() {
+            let image = seq.load_image(i)?;
+            let embedded = extractor.embed(&image)?;
+            let map = model
+                .anomaly_map(&embedded.features, embedded.padding)?
+                .squeeze(0)?;
+            let path = dir.join(format!("{:03}.npy", frame.index));
+            map.write_npy(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(total)
+}
+
 /// Runs `stars detect`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = Device::Cpu;
@@ -72,29 +103,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             meta.backbone_weights
         );
     }
-    let sequences = list_sequences(&args.data)?;
-    let total: usize = sequences.iter().map(|s| s.frames.len()).sum();
-    let bar = crate::cli::progress::bar(total as u64, "detect");
-    for seq in &sequences {
-        let rel = seq
-            .dir
-            .strip_prefix(&args.data)
-            .unwrap_or(Path::new(&seq.id));
-        let dir = args.out.join(rel).join("masks");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (i, frame) in seq.frames.iter().enumerate() {
-            let image = seq.load_image(i)?;
-            let embedded = extractor.embed(&image)?;
-            let map = model
-                .anomaly_map(&embedded.features, embedded.padding)?
-                .squeeze(0)?;
-            let path = dir.join(format!("{:03}.npy", frame.index));
-            map.write_npy(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
+    let total = write_maps(&model, extractor.as_ref(), &args.data, &args.out)?;
     let note = serde_json::json!({
         "checkpoint": args.checkpoint,
         "detector_epoch": meta.epoch,

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bag;
 mod calibrate;
-mod detect;
+pub mod detect;
 mod eval;
 mod features;
 mod models;

@@ -59,25 +59,15 @@ impl Rein {
     /// The adapters of a `num_layers`-block, `width`-channel backbone from the tensors
     /// [`Rein::split_off`] returned; `None` when there are none.
     pub fn load(
-        tensors: HashMap<String, Tensor>,
-        num_layers: usize,
-        width: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> anyhow::Result<Option<Self>> {
-        if tensors.is_empty() {
-            return Ok(None);
-        }
-        Self::from_tensors(tensors, num_layers, width, dtype, device).map(Some)
-    }
-
-    fn from_tensors(
         mut t: HashMap<String, Tensor>,
         num_layers: usize,
         width: usize,
         dtype: DType,
         device: &Device,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Option<Self>> {
+        if t.is_empty() {
+            return Ok(None);
+        }
         // token count and LoRA rank from the stored shapes; `take` checks them all below
         let lora = t.contains_key("learnable_tokens_a");
         let first = if lora {
@@ -140,14 +130,14 @@ impl Rein {
             delta.weight().to_dtype(dtype)?,
             delta.bias().map(|b| b.to_dtype(dtype)).transpose()?,
         );
-        Ok(Self {
+        Ok(Some(Self {
             keys,
             values,
             delta,
             scale,
             tokens: m,
             rank,
-        })
+        }))
     }
 
     /// E.g. "Rein adapters (24 blocks x 100 tokens, rank 16, scale 0.031)".
