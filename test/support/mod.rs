@@ -57,8 +57,18 @@ pub fn python() -> Option<PathBuf> {
             candidate.display()
         );
     }
-    eprintln!("SKIPPED (no Python test venv; run scripts/test.sh)");
+    skip("no Python test venv; run scripts/test.sh");
     None
+}
+
+/// Reports the calling test as skipped: one `SKIPPED <test>: <why>` line written straight to
+/// the process's stderr, so it shows in a plain `cargo test` (which captures `eprintln!` of
+/// passing tests). The caller then returns early; libtest itself has no "skipped" outcome.
+pub fn skip(why: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Runs `script` (a file under `test/fixtures/`) with the test venv's Python; panics with its
