@@ -1,7 +1,7 @@
 """scikit-learn (and a numpy binned histogram) on the data `cargo bench --bench eval` uses:
 one 1920x1080 map of uniform scores, about 1% anomalous pixels.
 
-usage: /work/venv/bin/python bench/eval_sklearn.py [REPEATS]
+usage: .venv/bin/python bench/eval_sklearn.py [REPEATS]
 Prints Mpixel/s per metric (single-threaded by nature).
 """
 import sys

@@ -20,5 +20,6 @@ pub mod data;
 pub mod eval;
 pub mod model;
 pub mod msg;
+pub mod progress;
 pub mod train;
 pub mod viz;

@@ -4,12 +4,14 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use image::{GrayImage, Rgb, RgbImage};
 use serde_json::{json, Value};
 use stars::bag::{BagReader, BagWriter, Qos};
 use stars::msg::{
-    Bool, DiagnosticArray, DiagnosticStatus, Encoding, Header, Image, KeyValue, Message, Time,
+    Bool, Cdr, CdrReader, CdrWriter, DiagnosticArray, DiagnosticStatus, Encoding, Header, Image,
+    KeyValue, Message, MessageType, Time,
 };
 use support::{assert_clean_error, python, run_python, stars};
 
@@ -217,7 +219,7 @@ fn our_bags_are_read_field_for_field_by_rosbags_and_mcap_ros2() {
         let expected = match c["topic"].as_str().unwrap() {
             "/stars/alert/active" => ("reliable", "transient_local", 1),
             "/stars/alert/status" => ("reliable", "volatile", 10),
-            _ => ("best_effort", "volatile", 5),
+            _ => ("reliable", "volatile", 5),
         };
         assert_eq!(
             (
@@ -521,6 +523,25 @@ fn truncated_mcap_and_missing_metadata_are_clean_errors() {
     );
 }
 
+/// An already encoded (possibly invalid) `sensor_msgs/Image` CDR buffer, written as is.
+struct RawImage(Vec<u8>);
+
+impl Cdr for RawImage {
+    fn write(&self, _: &mut CdrWriter) {
+        unreachable!("encode_into copies the buffer")
+    }
+    fn read(_: &mut CdrReader) -> anyhow::Result<Self> {
+        unreachable!("only written")
+    }
+}
+
+impl Message for RawImage {
+    const TYPE: MessageType = Image::TYPE;
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
 /// A bag whose third frame is `bad` (raw CDR), after two good frames.
 fn bag_with_bad_third_frame(dir: &Path, bad: &[u8]) {
     let mut bag = BagWriter::create(dir).unwrap();
@@ -535,7 +556,8 @@ fn bag_with_bad_third_frame(dir: &Path, bad: &[u8]) {
         )
         .unwrap();
     }
-    bag.write_raw("/camera/image_raw", 3, bad).unwrap();
+    bag.write("/camera/image_raw", 3, &RawImage(bad.to_vec()))
+        .unwrap();
     bag.finish().unwrap();
 }
 
@@ -570,5 +592,162 @@ fn bad_frames_are_clean_errors_and_earlier_frames_are_kept() {
         assert_clean_error(&out, needle);
         let seq = out_dir.join(format!("bag{i}"));
         assert!(seq.join("frames/000.png").exists() && seq.join("frames/001.png").exists());
+    }
+}
+
+/// A `stars bag from-tallo` bag of two sequences (3 and 4 frames with masks), each with a
+/// `meta.json`, so an attachment comes before the first frame and between the sequences.
+fn from_tallo_bag(root: &Path) -> PathBuf {
+    let split = root.join("test");
+    write_sequence(&split.join("cam00_seq000"), &[0, 1, 2], (33, 17), 1);
+    write_sequence(&split.join("cam01_seq001"), &[5, 6, 7, 8], (20, 10), 2);
+    for (id, seed) in [("cam00_seq000", 3), ("cam01_seq001", 7)] {
+        let meta = format!(r#"{{"sequence_id": "{id}", "seed": {seed}}}"#);
+        std::fs::write(split.join(id).join("meta.json"), meta).unwrap();
+    }
+    let bag = root.join("bag");
+    let out = stars(&[
+        "bag",
+        "from-tallo",
+        path_str(&split),
+        "--out",
+        path_str(&bag),
+        "--fps",
+        "10",
+    ]);
+    support::assert_success(&out);
+    bag
+}
+
+/// The MCAP file of the one-file bag `dir`.
+fn mcap_file(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    dir.join(format!("{name}_0.mcap"))
+}
+
+/// rosbag2's MCAP reader plays a bag only if its chunks carry message indexes (it checks the
+/// first chunk: "cannot read MCAP in time order with no message indexes"). Every chunk of every
+/// bag we write holds messages, and indexes each of them, as the `mcap` Python reader sees it.
+#[test]
+fn every_chunk_of_our_bags_holds_indexed_messages() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("ours");
+    write_our_bag(&ours);
+    let tallo = from_tallo_bag(tmp.path());
+    // A from-tallo run that stops at a bad frame: its bag is closed early.
+    let seq = tmp.path().join("seq");
+    write_sequence(&seq, &[0, 1, 2], (12, 8), 0);
+    std::fs::write(seq.join("meta.json"), "{}").unwrap();
+    RgbImage::new(10, 8)
+        .save(seq.join("frames/002.png"))
+        .unwrap();
+    let early = tmp.path().join("early");
+    let out = stars(&[
+        "bag",
+        "from-tallo",
+        path_str(&seq),
+        "--out",
+        path_str(&early),
+    ]);
+    assert_clean_error(&out, "keeps the 4 messages written before this error");
+
+    for (dir, expected) in [(&ours, 12), (&tallo, 14), (&early, 4)] {
+        let report: Value = serde_json::from_str(&run_python(
+            &py,
+            "bag_mcap_index.py",
+            &[path_str(&mcap_file(dir))],
+        ))
+        .unwrap();
+        let chunks = report["chunks"].as_array().unwrap();
+        assert!(!chunks.is_empty(), "{}: no chunks", dir.display());
+        let mut total = 0;
+        for (i, c) in chunks.iter().enumerate() {
+            let what = format!("{} chunk {i}: {c}", dir.display());
+            let messages = c["messages"].as_u64().unwrap();
+            assert!(messages > 0, "{what}: no messages");
+            assert!(c["message_index_length"].as_u64().unwrap() > 0, "{what}");
+            assert_eq!(c["message_index_offsets"], c["channels"], "{what}");
+            assert_eq!(c["indexed"].as_u64().unwrap(), messages, "{what}");
+            total += messages;
+        }
+        assert_eq!(total, expected, "{}", dir.display());
+        assert_eq!(report["message_count"], expected, "{}", dir.display());
+    }
+}
+
+/// ROS 2 is sourced here: `AMENT_PREFIX_PATH` is set and `ros2` runs.
+fn ros2_sourced() -> bool {
+    std::env::var_os("AMENT_PREFIX_PATH").is_some_and(|p| !p.is_empty())
+        && Command::new("ros2")
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The `Messages:` count of a `bag info` listing (ours and `ros2 bag info` share the layout).
+fn listed_messages(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("Messages:"))
+        .unwrap_or_else(|| panic!("no Messages: line in {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// With ROS 2 sourced: `ros2 bag play` of a `stars bag from-tallo` bag delivers every frame and
+/// mask to reliable rclpy subscribers (so the bag is playable and offers reliable QoS), and
+/// `ros2 bag info` counts the messages `stars bag info` does.
+#[test]
+fn ros2_bag_play_delivers_every_message_to_a_reliable_subscriber() {
+    if !ros2_sourced() {
+        support::skip("no ROS 2 sourced (source ../shared/ros2/activate.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bag = from_tallo_bag(tmp.path());
+
+    let ours = stars(&["bag", "info", path_str(&bag)]);
+    support::assert_success(&ours);
+    let ours = listed_messages(&String::from_utf8_lossy(&ours.stdout));
+    assert_eq!(ours, 14);
+
+    // A domain of its own, so other ROS 2 processes on this machine neither see nor feed it.
+    let domain = 10 + std::process::id() % 90;
+    let out = Command::new("/usr/bin/python3")
+        .arg(support::repo().join("test/fixtures/ros2_replay_check.py"))
+        .args([path_str(&bag), "60"])
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .output()
+        .expect("/usr/bin/python3 runs");
+    assert!(
+        out.status.success(),
+        "ros2_replay_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["info_messages"], ours,
+        "ros2 bag info vs stars bag info"
+    );
+    let output = report["player_output"].as_str().unwrap();
+    assert_eq!(report["player_rc"], 0, "ros2 bag play failed:\n{output}");
+
+    let reader = BagReader::open(&bag).unwrap();
+    for topic in ["/camera/image_raw", "/tallo/gt_mask"] {
+        let mut expected = Vec::new();
+        let mut it = reader.messages(&[topic]).unwrap();
+        while let Some(m) = it.next_message() {
+            expected.push(m.unwrap().log_time);
+        }
+        let mut got: Vec<u64> = report["received"][topic]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, expected, "{topic} as received; player:\n{output}");
     }
 }

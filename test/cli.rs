@@ -13,6 +13,7 @@ fn help_lists_every_verb() {
         "bag",
         "eval",
         "calibrate",
+        "detect",
         "features",
         "train",
         "models",
@@ -28,4 +29,30 @@ fn help_lists_every_verb() {
 fn unknown_verb_exits_2() {
     let out = stars(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_verb_has_help() {
+    for verb in [
+        "synth",
+        "bag",
+        "eval",
+        "calibrate",
+        "detect",
+        "features",
+        "train",
+        "models",
+    ] {
+        let out = stars(&[verb, "--help"]);
+        assert!(
+            out.status.success(),
+            "{verb} --help failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("Usage"),
+            "{verb} --help has no usage:\n{help}"
+        );
+    }
 }

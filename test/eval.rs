@@ -276,7 +276,7 @@ fn aupro_equals_the_threshold_by_threshold_reference() {
         r > 0.05 && r < 0.95,
         "reference AUPRO {r} is not informative"
     );
-    assert_close("aupro", metrics.aupro, r, 1e-3);
+    assert_close("aupro", metrics.aupro, r, 1e-9);
 }
 
 /// A 2-frame split: blobs of anomaly (id 9) on normal ids, one frame without anomaly.
@@ -530,6 +530,29 @@ fn bad_input_gets_one_clear_line() {
     // A map of the wrong shape.
     write_npy_f32(&seq_pred.join("001.npy"), &[0.5; 12], &[3, 4]);
     assert_clean_error(&run(args(&[])), "is 4x3 but its mask");
+
+    // A header that claims 2^17 x 2^17 floats (64 GiB) in a 128-byte file: refused from the
+    // header, before anything is allocated.
+    let mut huge = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header =
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (131072, 131072), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    huge.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    huge.extend_from_slice(header.as_bytes());
+    huge.resize(128, 0);
+    std::fs::write(seq_pred.join("001.npy"), &huge).unwrap();
+    assert_clean_error(&run(args(&[])), "announces shape [131072, 131072]");
+
+    // A map of the mask's size whose header claims more data than the file holds.
+    let mut short = huge[..128].to_vec();
+    let h = String::from_utf8_lossy(&short[10..128]).replace("131072, 131072", "10, 10        ");
+    short.splice(10..128, h.into_bytes());
+    short.extend_from_slice(&[0u8; 100]);
+    std::fs::write(seq_pred.join("001.npy"), &short).unwrap();
+    assert_clean_error(&run(args(&[])), "but the file holds 100 bytes");
 
     // A missing prediction.
     std::fs::remove_file(seq_pred.join("001.npy")).unwrap();

@@ -156,12 +156,15 @@ pub struct Qos {
 }
 
 impl Qos {
-    /// `rclcpp::SensorDataQoS`: best effort, volatile, keep last 5 (camera frames, maps).
+    /// Camera frames and maps: reliable, volatile, keep last 5. REP-2003 has sensor drivers
+    /// offer reliable (the system default): a reliable publisher matches both reliable and
+    /// best-effort (`rclcpp::SensorDataQoS`) subscribers, while a best-effort one, as
+    /// `ros2 bag play` would replay it, reaches no reliable subscriber.
     pub fn sensor_data() -> Self {
         Self {
             history: 1,
             depth: 5,
-            reliability: 2,
+            reliability: 1,
             durability: 2,
         }
     }
@@ -211,5 +214,12 @@ mod tests {
         assert_eq!(p["durability"].as_u64(), Some(1));
         assert_eq!(p["deadline"]["nsec"].as_u64(), Some(INFINITE_NSEC));
         assert_eq!(p["avoid_ros_namespace_conventions"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn every_profile_we_offer_is_reliable() {
+        for qos in [Qos::sensor_data(), Qos::latched(), Qos::reliable()] {
+            assert_eq!(qos.reliability, 1, "{qos:?}");
+        }
     }
 }

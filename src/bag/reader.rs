@@ -96,19 +96,9 @@ impl BagReader {
         })
     }
 
-    /// The bag directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// `metadata.yaml`'s content.
     pub fn info(&self) -> &BagInfo {
         &self.info
-    }
-
-    /// The MCAP file.
-    pub fn mcap_path(&self) -> &Path {
-        &self.mcap_path
     }
 
     /// Size of the MCAP file in bytes.

@@ -16,12 +16,14 @@ use crate::msg::{Message, MessageType};
 /// rosbag2's MCAP plugin also writes uncompressed chunks by default.
 const CHUNK_SIZE: u64 = 4 << 20;
 
-/// A declared topic, its MCAP channel and its message count so far.
+/// A declared topic, its MCAP channel (once registered) and its message count so far.
 struct Topic {
     name: String,
     ty: MessageType,
     qos: Qos,
-    channel: u16,
+    /// Registered with its schema just before the topic's first message, so schema and channel
+    /// records never sit alone in a chunk (see [`BagWriter::add_topic`]).
+    channel: Option<u16>,
     count: u64,
 }
 
@@ -39,7 +41,7 @@ pub struct BagSummary {
 }
 
 /// Writes a rosbag2 directory: `<dir>/<dir name>_0.mcap` (profile `ros2`, `ros2msg` schemas,
-/// `cdr` messages, chunked and indexed) and `metadata.yaml` (version 8).
+/// `cdr` messages, chunked, every chunk with its message indexes) and `metadata.yaml` (version 8).
 ///
 /// `metadata.yaml` is written only by [`BagWriter::finish`], after the MCAP summary, so a
 /// bag directory never has metadata that claims messages its MCAP lacks. If the writer is
@@ -92,17 +94,38 @@ impl BagWriter {
         })
     }
 
-    /// The bag directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Declares a topic of message type `ty` (e.g. `Image::TYPE`) offered with `qos`.
+    ///
+    /// Its MCAP schema and channel records are written with its first message (or by
+    /// [`Self::finish`] for a topic without messages). The `mcap` crate puts them in the open
+    /// chunk, opening one if needed; written here, before an attachment (which closes the chunk),
+    /// they would make a chunk without messages and so without message indexes, and rosbag2's
+    /// MCAP reader refuses to play a bag whose first chunk has none ("cannot read MCAP in time
+    /// order with no message indexes").
     pub fn add_topic(&mut self, name: &str, ty: MessageType, qos: Qos) -> Result<()> {
         ensure!(
             !self.by_name.contains_key(name),
             "topic {name} is already in the bag"
         );
+        self.mcap()?;
+        self.by_name.insert(name.to_string(), self.topics.len());
+        self.topics.push(Topic {
+            name: name.to_string(),
+            ty,
+            qos,
+            channel: None,
+            count: 0,
+        });
+        Ok(())
+    }
+
+    /// The MCAP channel of topic `index`, writing its schema and channel records if not yet done.
+    fn channel(&mut self, index: usize) -> Result<u16> {
+        if let Some(channel) = self.topics[index].channel {
+            return Ok(channel);
+        }
+        let Topic { name, ty, qos, .. } = &self.topics[index];
+        let (name, ty, qos) = (name.clone(), *ty, *qos);
         let mcap = self.mcap()?;
         let schema = mcap
             .add_schema(ty.name, "ros2msg", ty.definition.as_bytes())
@@ -112,17 +135,10 @@ impl BagWriter {
             ("topic_type_hash".to_string(), ty.hash.to_string()),
         ]);
         let channel = mcap
-            .add_channel(schema, name, "cdr", &metadata)
+            .add_channel(schema, &name, "cdr", &metadata)
             .with_context(|| format!("adding topic {name}"))?;
-        self.by_name.insert(name.to_string(), self.topics.len());
-        self.topics.push(Topic {
-            name: name.to_string(),
-            ty,
-            qos,
-            channel,
-            count: 0,
-        });
-        Ok(())
+        self.topics[index].channel = Some(channel);
+        Ok(channel)
     }
 
     /// Stores a file as an MCAP attachment (ROS tools skip attachments; `stars bag from-tallo`
@@ -161,20 +177,15 @@ impl BagWriter {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         msg.encode_into(&mut buf);
-        let result = self.write_checked(topic, Some(M::TYPE.name), stamp_ns, &buf);
+        let result = self.write_checked(topic, M::TYPE.name, stamp_ns, &buf);
         self.scratch = buf;
         result
-    }
-
-    /// Writes an already CDR-encoded message on `topic`.
-    pub fn write_raw(&mut self, topic: &str, stamp_ns: u64, cdr: &[u8]) -> Result<()> {
-        self.write_checked(topic, None, stamp_ns, cdr)
     }
 
     fn write_checked(
         &mut self,
         topic: &str,
-        type_name: Option<&str>,
+        type_name: &str,
         stamp_ns: u64,
         data: &[u8],
     ) -> Result<()> {
@@ -182,13 +193,15 @@ impl BagWriter {
             .by_name
             .get(topic)
             .with_context(|| format!("topic {topic} was not added to the bag"))?;
-        let (channel, sequence, ty) = {
+        let (sequence, ty) = {
             let t = &self.topics[index];
-            (t.channel, t.count as u32, t.ty.name)
+            (t.count as u32, t.ty.name)
         };
-        if let Some(name) = type_name {
-            ensure!(name == ty, "topic {topic} carries {ty}, not {name}");
-        }
+        ensure!(
+            type_name == ty,
+            "topic {topic} carries {ty}, not {type_name}"
+        );
+        let channel = self.channel(index)?;
         let header = mcap::records::MessageHeader {
             channel_id: channel,
             sequence,
@@ -216,6 +229,10 @@ impl BagWriter {
     }
 
     fn close(&mut self) -> Result<BagSummary> {
+        ensure!(self.mcap.is_some(), "the bag was already finished");
+        // Topics without messages still get their channel, so readers see every topic. Should
+        // that fail, the MCAP is still finished below, keeping the messages written so far.
+        let registered = (0..self.topics.len()).try_for_each(|i| self.channel(i).map(drop));
         let Some(mut mcap) = self.mcap.take() else {
             bail!("the bag was already finished");
         };
@@ -241,6 +258,7 @@ impl BagWriter {
             .map_err(|e| e.into_error())
             .with_context(|| format!("flushing {}", path.display()))?;
         inner.save(&self.dir)?;
+        registered?;
         Ok(BagSummary {
             dir: self.dir.clone(),
             message_count: info.message_count,

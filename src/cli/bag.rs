@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::out::outln;
+
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::bag::sequences::{is_plain_name, SequenceSpan, SEQUENCES_KEY};
@@ -111,17 +113,17 @@ fn info(args: &InfoArgs) -> Result<()> {
     let start = info.starting_time.nanoseconds_since_epoch;
     let end = start + info.duration.nanoseconds;
     let metadata_len = std::fs::metadata(args.bag.join("metadata.yaml")).map_or(0, |m| m.len());
-    println!("Files:             {}", info.relative_file_paths.join(", "));
-    println!(
+    outln!("Files:             {}", info.relative_file_paths.join(", "))?;
+    outln!(
         "Bag size:          {}",
         human_bytes(bag.size_bytes() + metadata_len)
-    );
-    println!("Storage id:        {}", info.storage_identifier);
-    println!("ROS Distro:        {}", info.ros_distro);
-    println!("Duration:          {}s", seconds(info.duration.nanoseconds));
-    println!("Start:             {} ({})", utc(start), seconds(start));
-    println!("End:               {} ({})", utc(end), seconds(end));
-    println!("Messages:          {}", info.message_count);
+    )?;
+    outln!("Storage id:        {}", info.storage_identifier)?;
+    outln!("ROS Distro:        {}", info.ros_distro)?;
+    outln!("Duration:          {}s", seconds(info.duration.nanoseconds))?;
+    outln!("Start:             {} ({})", utc(start), seconds(start))?;
+    outln!("End:               {} ({})", utc(end), seconds(end))?;
+    outln!("Messages:          {}", info.message_count)?;
     let topics = &info.topics_with_message_count;
     let name_w = topics.iter().map(|t| t.topic_metadata.name.len()).max();
     let type_w = topics
@@ -130,7 +132,7 @@ fn info(args: &InfoArgs) -> Result<()> {
         .max();
     for (i, t) in topics.iter().enumerate() {
         let m = &t.topic_metadata;
-        println!(
+        outln!(
             "{:<19}Topic: {:<nw$} | Type: {:<tw$} | Count: {} | Serialization Format: {}",
             if i == 0 { "Topic information: " } else { "" },
             m.name,
@@ -139,10 +141,10 @@ fn info(args: &InfoArgs) -> Result<()> {
             m.serialization_format,
             nw = name_w.unwrap_or(0),
             tw = type_w.unwrap_or(0),
-        );
+        )?;
     }
     if let Some(spans) = bag.sequence_table()? {
-        println!("TALLO sequences:   {}", spans.len());
+        outln!("TALLO sequences:   {}", spans.len())?;
     }
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::eval::{score_pairs, MaskIdArgs};
+use super::eval::MaskIdArgs;
 use crate::eval::calibrate::Threshold;
-use crate::eval::{pair_frames, EvalConfig, Evaluator};
+use crate::eval::{pair_frames, score_pairs, EvalConfig, Evaluator};
 
 /// Arguments of `stars calibrate`.
 #[derive(clap::Args, Debug)]
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     Evaluator::new(cfg.clone())?; // reject bad settings before reading anything
     let pairs = pair_frames(&args.pred, &args.gt)?;
     let bar = super::progress::bar(pairs.len() as u64, "calibrate");
-    let metrics = score_pairs(&pairs, &cfg, &bar)?;
+    let metrics = score_pairs(&pairs, &cfg, || bar.inc(1))?;
     bar.finish_and_clear();
     let source = format!(
         "stars calibrate --pred {} --gt {} ({} frames)",

@@ -3,11 +3,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
 
 use crate::data::tallo::MaskIds;
 use crate::eval::report::{markdown_table, write_report, Method};
-use crate::eval::{add_pair, pair_frames, EvalConfig, Evaluator, FramePair, Metrics};
+use crate::eval::{pair_frames, score_pairs, EvalConfig, Evaluator, FramePair};
+use crate::viz::metric_plots::write_plots;
 
 /// Arguments of `stars eval`.
 #[derive(clap::Args, Debug)]
@@ -74,16 +74,6 @@ impl MaskIdArgs {
     }
 }
 
-/// Scores every pair with one evaluator, advancing `bar` per frame.
-pub fn score_pairs(pairs: &[FramePair], cfg: &EvalConfig, bar: &ProgressBar) -> Result<Metrics> {
-    let mut eval = Evaluator::new(cfg.clone())?;
-    for pair in pairs {
-        add_pair(&mut eval, pair)?;
-        bar.inc(1);
-    }
-    Ok(eval.finish())
-}
-
 /// Splits `NAME=DIR` (or plain `DIR`, named after its last component).
 fn parse_pred(spec: &str) -> Result<(String, PathBuf)> {
     let (name, dir) = match spec.split_once('=') {
@@ -131,7 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bar = super::progress::bar(total, "eval");
     let mut methods = Vec::new();
     for (name, pairs) in sets {
-        let metrics = score_pairs(&pairs, &cfg, &bar)?;
+        let metrics = score_pairs(&pairs, &cfg, || bar.inc(1))?;
         for note in &metrics.notes {
             eprintln!("stars eval: {name}: {note}");
         }
@@ -140,6 +130,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
 
     write_report(&args.out, &methods)?;
+    write_plots(&args.out, &methods)?;
     print!("{}", markdown_table(&methods));
     println!("report written to {}", args.out.display());
     Ok(ExitCode::SUCCESS)

@@ -12,6 +12,7 @@ pub mod detect;
 mod eval;
 mod features;
 mod models;
+mod out;
 pub mod progress;
 mod synth;
 mod train;
@@ -64,6 +65,12 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    if cli.verbose < 2 {
+        // candle captures a backtrace into its errors when RUST_BACKTRACE is set, and prints it
+        // as part of the message; an error stays one line unless -vv asks for more. This
+        // variable only governs std's Backtrace::capture, not panic messages.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let result = match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Bag(cmd) => bag::run(cmd),
@@ -76,6 +83,7 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stars: {e:#}");
             ExitCode::from(2)

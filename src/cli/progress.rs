@@ -14,3 +14,21 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     bar.set_prefix(what.to_string());
     bar
 }
+
+/// The indicatif bar as the library's progress sink.
+pub struct Bar(pub ProgressBar);
+
+impl crate::progress::Progress for Bar {
+    fn set_length(&self, n: u64) {
+        self.0.set_length(n);
+    }
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn set_message(&self, msg: String) {
+        self.0.set_message(msg);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

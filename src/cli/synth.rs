@@ -2,6 +2,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::out::outln;
 use anyhow::{Context, Result};
 use image::imageops::{self, FilterType};
 use image::RgbImage;
@@ -57,7 +58,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bar = super::progress::bar(0, "synth");
     let summary = synth::generate(&cfg, &args.out, args.force, &bar)?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "wrote {} sequences ({} anomalous), {} frames of {}x{} to {} in {:.1} s ({:.1} frames/s)",
         summary.sequences,
         summary.anomalous,
@@ -67,11 +68,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.out.display(),
         summary.seconds,
         summary.frames_per_second()
-    );
+    )?;
     if let Some(path) = &args.preview {
         let splits: Vec<&str> = cfg.splits.iter().map(|s| s.name.as_str()).collect();
         write_preview(&args.out, &splits, path)?;
-        println!("wrote preview {}", path.display());
+        outln!("wrote preview {}", path.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -119,7 +119,8 @@ fn detector_cmd(args: DetectorArgs) -> Result<ExitCode> {
     eprintln!("backbone: {}", extractor.describe());
     let cache_dir = args.cache.unwrap_or_else(|| args.out.join("feature-cache"));
     let cache = FeatureCache::new(Some(&cache_dir));
-    let losses = detector::train(
+    let bar = crate::cli::progress::Bar(crate::cli::progress::bar(0, "train"));
+    let losses = detector::train_with_progress(
         &args.data,
         &args.out,
         extractor.as_ref(),
@@ -127,6 +128,7 @@ fn detector_cmd(args: DetectorArgs) -> Result<ExitCode> {
         &settings,
         &cache,
         args.resume,
+        &bar,
     )?;
     println!("| epoch | loss | nll | contrastive |");
     println!("|---|---|---|---|");

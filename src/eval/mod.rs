@@ -6,6 +6,10 @@
 //! [`evaluate_dirs`] runs it over a prediction tree laid out like the masks (see [`pair_frames`]).
 //! Definitions follow the FlowCLAS authors (binned torchmetrics curves) and the STARS paper
 //! (AUPRO to FPR 0.3); `docs/eval.md` states every convention.
+//!
+//! Layering: `eval` computes and serialises metrics (JSON, markdown) and never depends on
+//! `crate::viz` or `crate::cli`; `viz` may depend on `eval` (it draws the metric plots, see
+//! `viz::metric_plots`), and the CLI calls both.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -18,6 +22,7 @@ pub mod aupro;
 pub mod binned;
 pub mod calibrate;
 pub mod exact;
+pub mod npy;
 pub mod report;
 
 use aupro::ProAccumulator;
@@ -382,51 +387,66 @@ pub fn pair_frames(pred: &Path, gt: &Path) -> Result<Vec<FramePair>> {
 
 /// Reads an anomaly map `.npy` (f32, or another float type converted to f32) of shape
 /// `H x W` (leading unit axes allowed). Returns `(values, width, height)`.
-pub fn load_map(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let t = Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
-    let dims: Vec<usize> = t.dims().to_vec();
-    let hw = match dims.as_slice() {
+///
+/// The header is checked first, against the file's size and, when `expect` gives the mask's
+/// `(width, height)`, against it: a corrupt or hostile header is an error, never an allocation
+/// of the size it claims.
+pub fn load_map(path: &Path, expect: Option<(usize, usize)>) -> Result<(Vec<f32>, usize, usize)> {
+    let header = npy::read_header(path)?;
+    let dims = &header.shape;
+    let (h, w) = match dims.as_slice() {
         [lead @ .., h, w] if lead.iter().all(|&d| d == 1) => (*h, *w),
         _ => bail!("{} has shape {dims:?}, expected HxW", path.display()),
     };
-    if !t.dtype().is_float() {
+    let kind = header.descr.trim_start_matches(['<', '>', '|', '=']);
+    if !kind.starts_with('f') {
         bail!(
-            "{} holds {:?} values, expected float anomaly scores",
+            "{} holds {} values, expected float anomaly scores",
             path.display(),
-            t.dtype()
+            header.descr
         );
     }
+    if let Some((mw, mh)) = expect {
+        if (w, h) != (mw, mh) {
+            bail!("{} is {w}x{h} but its mask is {mw}x{mh}", path.display());
+        }
+    }
+    let t = Tensor::read_npy(path).with_context(|| format!("reading {}", path.display()))?;
     let values = t
         .to_dtype(DType::F32)
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1::<f32>())
         .with_context(|| format!("reading {}", path.display()))?;
-    Ok((values, hw.1, hw.0))
+    Ok((values, w, h))
 }
 
 /// Loads one pair and adds it to `eval`.
 pub fn add_pair(eval: &mut Evaluator, pair: &FramePair) -> Result<()> {
     let mask = load_mask(&pair.mask)?;
-    let (scores, width, height) = load_map(&pair.pred)?;
     let (mw, mh) = (mask.width() as usize, mask.height() as usize);
-    if (width, height) != (mw, mh) {
-        bail!(
-            "{} is {width}x{height} but its mask {} is {mw}x{mh}",
-            pair.pred.display(),
-            pair.mask.display()
-        );
-    }
+    let (scores, width, height) = load_map(&pair.pred, Some((mw, mh)))
+        .with_context(|| format!("scoring against {}", pair.mask.display()))?;
     eval.add_frame(&scores, width, height, mask.as_raw())
         .with_context(|| format!("scoring {}", pair.pred.display()))
 }
 
-/// Scores every prediction under `pred` against the masks under `gt` (see [`pair_frames`]).
-pub fn evaluate_dirs(pred: &Path, gt: &Path, cfg: &EvalConfig) -> Result<Metrics> {
+/// Scores every pair with one evaluator, calling `on_frame` after each frame (progress).
+pub fn score_pairs(
+    pairs: &[FramePair],
+    cfg: &EvalConfig,
+    mut on_frame: impl FnMut(),
+) -> Result<Metrics> {
     let mut eval = Evaluator::new(cfg.clone())?;
-    for pair in pair_frames(pred, gt)? {
-        add_pair(&mut eval, &pair)?;
+    for pair in pairs {
+        add_pair(&mut eval, pair)?;
+        on_frame();
     }
     Ok(eval.finish())
+}
+
+/// Scores every prediction under `pred` against the masks under `gt` (see [`pair_frames`]).
+pub fn evaluate_dirs(pred: &Path, gt: &Path, cfg: &EvalConfig) -> Result<Metrics> {
+    score_pairs(&pair_frames(pred, gt)?, cfg, || {})
 }
 
 #[cfg(test)]

@@ -1,15 +1,11 @@
-//! metrics.json, the paper-style markdown table and the ROC / PR / PRO plots of one or several
-//! evaluated methods.
+//! metrics.json and the paper-style markdown table of one or several evaluated methods (the
+//! plots are drawn by `crate::viz::metric_plots`: eval does not depend on viz).
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use super::Metrics;
-use crate::viz::plot::{LegendCorner, LinePlot, Series};
-
-/// Plot size in pixels.
-const PLOT_SIZE: (u32, u32) = (800, 600);
 
 /// One evaluated prediction set.
 #[derive(Clone, Debug)]
@@ -64,52 +60,8 @@ pub fn markdown_table(methods: &[Method]) -> String {
     out
 }
 
-fn fmt_metric(value: Option<f64>) -> String {
-    value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"))
-}
-
-/// ROC points (FPR, TPR) by ascending FPR.
-fn roc_points(m: &Metrics) -> Vec<(f64, f64)> {
-    m.curves.as_ref().map_or_else(Vec::new, |c| {
-        (0..c.rates.fpr.len())
-            .rev()
-            .map(|k| (c.rates.fpr[k], c.rates.tpr[k]))
-            .collect()
-    })
-}
-
-/// PR points (recall, precision) by ascending recall, without thresholds that predict nothing.
-fn pr_points(m: &Metrics) -> Vec<(f64, f64)> {
-    m.curves.as_ref().map_or_else(Vec::new, |c| {
-        (0..c.rates.tpr.len())
-            .rev()
-            .filter(|&k| c.rates.precision[k] > 0.0 || c.rates.tpr[k] > 0.0)
-            .map(|k| (c.rates.tpr[k], c.rates.precision[k]))
-            .collect()
-    })
-}
-
-/// PRO points (FPR, PRO) from (0, 0) up to the integration limit.
-fn pro_points(m: &Metrics) -> Vec<(f64, f64)> {
-    let Some((c, pro)) = m
-        .curves
-        .as_ref()
-        .and_then(|c| c.pro.as_ref().map(|p| (c, p)))
-    else {
-        return Vec::new();
-    };
-    std::iter::once((0.0, 0.0))
-        .chain(
-            (0..pro.len())
-                .rev()
-                .map(|k| (c.rates.fpr[k], pro[k]))
-                .filter(|&(x, _)| x <= m.aupro_max_fpr),
-        )
-        .collect()
-}
-
 /// Writes, in `out`: the metrics JSON (`metrics.json` for one method, `NAME/metrics.json` for
-/// several), `table.md`, and `roc.png`, `pr.png`, `pro.png` with one curve per method.
+/// several) and `table.md`. The plots are `crate::viz::metric_plots::write_plots`'s.
 /// Returns the paths written.
 pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -130,73 +82,5 @@ pub fn write_report(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("writing {}", table.display()))?;
     written.push(table);
 
-    let series = |points: fn(&Metrics) -> Vec<(f64, f64)>,
-                  what: &str,
-                  value: fn(&Metrics) -> Option<f64>| {
-        methods
-            .iter()
-            .map(|m| Series {
-                label: format!("{} ({what} {})", m.name, fmt_metric(value(&m.metrics))),
-                points: points(&m.metrics),
-            })
-            .collect::<Vec<_>>()
-    };
-    let prevalence = methods.first().map_or(0.0, |m| {
-        let c = &m.metrics.counts;
-        c.positive_pixels as f64 / (c.positive_pixels + c.negative_pixels).max(1) as f64
-    });
-    let max_fpr = methods.first().map_or(0.3, |m| m.metrics.aupro_max_fpr);
-    let plots = [
-        (
-            "roc.png",
-            LinePlot {
-                title: "ROC (pixels)".into(),
-                x_label: "False positive rate".into(),
-                y_label: "True positive rate".into(),
-                x_range: (0.0, 1.0),
-                y_range: (0.0, 1.0),
-                series: series(roc_points, "AUROC", |m| m.auroc),
-                reference: Some(Series {
-                    label: "chance".into(),
-                    points: vec![(0.0, 0.0), (1.0, 1.0)],
-                }),
-                legend: LegendCorner::LowerRight,
-            },
-        ),
-        (
-            "pr.png",
-            LinePlot {
-                title: "Precision-recall (pixels)".into(),
-                x_label: "Recall".into(),
-                y_label: "Precision".into(),
-                x_range: (0.0, 1.0),
-                y_range: (0.0, 1.0),
-                series: series(pr_points, "AP", |m| m.ap),
-                reference: Some(Series {
-                    label: format!("prevalence {prevalence:.4}"),
-                    points: vec![(0.0, prevalence), (1.0, prevalence)],
-                }),
-                legend: LegendCorner::LowerLeft,
-            },
-        ),
-        (
-            "pro.png",
-            LinePlot {
-                title: format!("Per-region overlap up to FPR {max_fpr}"),
-                x_label: "False positive rate".into(),
-                y_label: "Per-region overlap (PRO)".into(),
-                x_range: (0.0, max_fpr),
-                y_range: (0.0, 1.0),
-                series: series(pro_points, "AUPRO", |m| m.aupro),
-                reference: None,
-                legend: LegendCorner::LowerRight,
-            },
-        ),
-    ];
-    for (file, plot) in plots {
-        let path = out.join(file);
-        plot.save_png(&path, PLOT_SIZE.0, PLOT_SIZE.1)?;
-        written.push(path);
-    }
     Ok(written)
 }

@@ -150,6 +150,30 @@ pub fn train(
     cache: &FeatureCache,
     resume: bool,
 ) -> Result<Vec<EpochLoss>> {
+    train_with_progress(
+        data,
+        out,
+        backbone,
+        backbone_arch,
+        settings,
+        cache,
+        resume,
+        &crate::progress::Silent,
+    )
+}
+
+/// [`train`], reporting each step into `progress`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with_progress(
+    data: &Path,
+    out: &Path,
+    backbone: &dyn FeatureExtractor,
+    backbone_arch: &str,
+    settings: &Settings,
+    cache: &FeatureCache,
+    resume: bool,
+    bar: &dyn crate::progress::Progress,
+) -> Result<Vec<EpochLoss>> {
     let device = Device::Cpu;
     let ids = MaskIds::default();
     let (frames, sources) = scan(data, ids, settings.min_object_pixels)?;
@@ -201,7 +225,7 @@ pub fn train(
         meta.training = serde_json::json!({ "settings": settings, "epoch_losses": history });
         flowclas::save(out, &vars, &meta)?;
     }
-    let bar = crate::cli::progress::bar((total_steps.saturating_sub(meta.step)) as u64, "train");
+    bar.set_length(total_steps.saturating_sub(meta.step) as u64);
     for epoch in meta.epoch..settings.epochs {
         let mut order: Vec<usize> = (0..frames.len()).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(
@@ -255,7 +279,7 @@ pub fn train(
         meta.training = serde_json::json!({ "settings": settings, "epoch_losses": history });
         flowclas::save(out, &vars, &meta)?;
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(run_losses)
 }
 
@@ -452,7 +476,12 @@ fn load_batch(
     let mut feats = Vec::new();
     let mut labels = Vec::new();
     for spec in mixed.iter().chain(&source_views) {
-        let key = format!("{}\n{}", backbone.describe(), serde_json::to_string(spec)?);
+        let key = format!(
+            "{}\n{}\n{}",
+            backbone.describe(),
+            serde_json::to_string(spec)?,
+            content_digest(spec)?
+        );
         let ((f, l), _) = cache.get_or_compute(&key, device, || embed_view(spec, backbone))?;
         feats.push(f);
         labels.push(l);
@@ -462,6 +491,28 @@ fn load_batch(
         bail!("training views have different feature grids {shapes:?}: frames of one split must share a size (or use --crop)");
     }
     Ok((Tensor::stack(&feats, 0)?, Tensor::stack(&labels, 0)?))
+}
+
+/// SHA-256 of the bytes of every file a view reads (frame, mask, pasted source frame and mask),
+/// so replacing a file at the same path never reuses stale cached features.
+fn content_digest(spec: &ViewSpec) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut files = vec![&spec.image, &spec.mask];
+    if let Some((source, _)) = &spec.paste {
+        files.push(&source.image);
+        files.push(&source.mask);
+    }
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Draws the mixed view of `frame` and its outlier-source view.

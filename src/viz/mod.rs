@@ -1,4 +1,5 @@
 //! Pictures: colormaps and mask palettes, contact sheets, metric plots.
 pub mod colormap;
 pub mod contact_sheet;
+pub mod metric_plots;
 pub mod plot;

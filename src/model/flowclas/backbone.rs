@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-use crate::model::dinov2::{self, preprocess, Padding};
+use crate::model::dinov2::{self, preprocess, Padding, PosInterp};
 use crate::model::weights::{load_dinov2, random_dinov2, LoadOptions, LoadedBackbone};
 
 /// Label carried by every output made with a random backbone.
@@ -83,6 +83,16 @@ fn config_of(arch: &str) -> anyhow::Result<dinov2::Config> {
     })
 }
 
+/// How the detector loads DINOv2 weights: FlowCLAS resizes the position table with the
+/// original DINOv2 formula (offset scale factor) whatever the checkpoint's naming, so an
+/// HF-named checkpoint must not get transformers' interpolation here.
+pub fn detector_load_options() -> LoadOptions {
+    LoadOptions {
+        interpolation: Some(PosInterp::Original),
+        ..LoadOptions::default()
+    }
+}
+
 /// Opens the DINOv2 backbone: `weights` when given, else the random placeholder of `arch`
 /// when `random`, else an error telling the user which flag to pass.
 pub fn open(
@@ -92,7 +102,7 @@ pub fn open(
 ) -> anyhow::Result<Box<dyn FeatureExtractor>> {
     let device = Device::Cpu;
     let backbone = match (weights, random) {
-        (Some(path), _) => load_dinov2(path, &device, &LoadOptions::default())
+        (Some(path), _) => load_dinov2(path, &device, &detector_load_options())
             .with_context(|| format!("--backbone-weights {}", path.display()))?,
         (None, true) => random_dinov2(&config_of(arch)?, RANDOM_SEED, &device)?,
         (None, false) => bail!(

@@ -1,6 +1,6 @@
 //! FlowCLAS: a normalizing flow over frozen DINOv2 patch tokens, trained with outlier exposure
 //! and a contrastive loss (Lee et al., WACV 2026, arXiv 2411.19888; spec in
-//! `shared/reference/flowclas.md`).
+//! `docs/spec/flowclas.md`).
 //!
 //! The detector owns a per-pixel LayerNorm, `steps` flow steps (ActNorm -> fixed channel
 //! permutation -> one-sided affine coupling), a learned diagonal Gaussian and, for training,
