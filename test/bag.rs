@@ -701,7 +701,7 @@ fn listed_messages(info: &str) -> u64 {
 #[test]
 fn ros2_bag_play_delivers_every_message_to_a_reliable_subscriber() {
     if !ros2_sourced() {
-        support::skip("no ROS 2 sourced (source ../shared/ros2/activate.sh)");
+        support::skip("no ROS 2 sourced (source a ROS 2 Jazzy setup.bash to run it)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
