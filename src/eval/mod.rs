@@ -8,7 +8,7 @@
 //! (AUPRO to FPR 0.3); `docs/eval.md` states every convention.
 //!
 //! Layering: `eval` computes and serialises metrics (JSON, markdown) and never depends on
-//! `crate::viz` or `crate::cli`; `viz` may depend on `eval` (it draws the metric plots, see
+//! the `viz` or `cli` modules; `viz` may depend on `eval` (it draws the metric plots, see
 //! `viz::metric_plots`), and the CLI calls both.
 use std::path::{Path, PathBuf};
 
