@@ -11,6 +11,7 @@
 //! | [`data`]  | TALLO-layout reader and the synthetic TALLO generator |
 //! | [`model`] | candle modules: DINOv2, FlowCLAS |
 //! | [`train`] | losses and training loops |
+//! | [`temporal`] | the `TemporalMethod` trait: STARS and the temporal baselines |
 //! | [`eval`]  | streaming pixel metrics, calibration, reports |
 //! | [`viz`]   | colormaps, overlays, contact sheets |
 //! | [`cli`]   | the `stars` command |
@@ -21,5 +22,6 @@ pub mod eval;
 pub mod model;
 pub mod msg;
 pub mod progress;
+pub mod temporal;
 pub mod train;
 pub mod viz;
