@@ -11,17 +11,23 @@
 //! | [`data`]  | TALLO-layout reader and the synthetic TALLO generator |
 //! | [`model`] | candle modules: DINOv2, FlowCLAS |
 //! | [`train`] | losses and training loops |
+//! | [`detect`] | the trained detector over a split: one map per frame, as `.npy` |
 //! | [`temporal`] | the `TemporalMethod` trait: STARS and the temporal baselines |
 //! | [`eval`]  | streaming pixel metrics, calibration, reports |
+//! | [`node`]  | the four nodes' logic and the in-process graph |
 //! | [`viz`]   | colormaps, overlays, contact sheets |
-//! | [`cli`]   | the `stars` command |
+//! | `cli`     | the `stars` command; only its entry point [`main`] is public |
 pub mod bag;
-pub mod cli;
+mod cli;
 pub mod data;
+pub mod detect;
 pub mod eval;
 pub mod model;
 pub mod msg;
+pub mod node;
 pub mod progress;
 pub mod temporal;
 pub mod train;
 pub mod viz;
+
+pub use cli::main;

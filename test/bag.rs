@@ -4,7 +4,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use image::{GrayImage, Rgb, RgbImage};
 use serde_json::{json, Value};
@@ -345,26 +344,27 @@ fn png_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `stars bag from-tallo SPLIT --out BAG EXTRA...`.
+fn from_tallo(split: &Path, bag: &Path, extra: &[&str]) -> std::process::Output {
+    let args = ["bag", "from-tallo", path_str(split), "--out", path_str(bag)];
+    stars(&[&args[..], extra].concat())
+}
+
+/// Two sequences in `split`: 3 frames of 33x17 and 4 frames of 20x10, with masks.
+fn two_sequences(split: &Path) {
+    write_sequence(&split.join("cam00_seq000"), &[0, 1, 2], (33, 17), 1);
+    write_sequence(&split.join("cam01_seq001"), &[5, 6, 7, 8], (20, 10), 2);
+}
+
 #[test]
 fn from_tallo_then_to_tallo_is_pixel_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let split = tmp.path().join("test");
-    write_sequence(&split.join("cam00_seq000"), &[0, 1, 2], (33, 17), 1);
-    write_sequence(&split.join("cam01_seq001"), &[5, 6, 7, 8], (20, 10), 2);
+    two_sequences(&split);
     let meta = r#"{"sequence_id": "cam01_seq001", "seed": 7}"#;
     std::fs::write(split.join("cam01_seq001/meta.json"), meta).unwrap();
     let bag = tmp.path().join("bag");
-    let out = stars(&[
-        "bag",
-        "from-tallo",
-        path_str(&split),
-        "--out",
-        path_str(&bag),
-        "--fps",
-        "5",
-        "--frame-id",
-        "optical",
-    ]);
+    let out = from_tallo(&split, &bag, &["--fps", "5", "--frame-id", "optical"]);
     support::assert_success(&out);
 
     let reader = BagReader::open(&bag).unwrap();
@@ -436,31 +436,16 @@ fn output_directories_are_not_overwritten_without_force() {
     let seq = tmp.path().join("seq");
     write_sequence(&seq, &[0], (8, 6), 0);
     let bag = tmp.path().join("bag");
-    let args = ["bag", "from-tallo", path_str(&seq), "--out", path_str(&bag)];
-    assert!(stars(&args).status.success());
-    assert_clean_error(&stars(&args), "not empty (use --force");
-    let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
-    assert!(stars(&forced).status.success());
-    let out = stars(&[
-        "bag",
-        "from-tallo",
-        path_str(&seq),
-        "--out",
-        path_str(&tmp.path().join("b2")),
-        "--fps",
-        "0",
-    ]);
+    assert!(from_tallo(&seq, &bag, &[]).status.success());
+    assert_clean_error(&from_tallo(&seq, &bag, &[]), "not empty (use --force");
+    assert!(from_tallo(&seq, &bag, &["--force"]).status.success());
+    let out = from_tallo(&seq, &tmp.path().join("b2"), &["--fps", "0"]);
     assert_clean_error(&out, "--fps must be between");
     // --force never deletes a directory that is not a bag.
-    let out = stars(&[
-        "bag",
-        "from-tallo",
-        path_str(&seq),
-        "--out",
-        path_str(&seq),
-        "--force",
-    ]);
-    assert_clean_error(&out, "not a rosbag2 directory");
+    assert_clean_error(
+        &from_tallo(&seq, &seq, &["--force"]),
+        "not a rosbag2 directory",
+    );
     assert!(seq.join("frames/000.png").exists());
 }
 
@@ -473,7 +458,7 @@ fn wrong_size_png_stops_with_a_clean_error_and_keeps_the_bag_so_far() {
         .save(seq.join("frames/002.png"))
         .unwrap();
     let bag = tmp.path().join("bag");
-    let out = stars(&["bag", "from-tallo", path_str(&seq), "--out", path_str(&bag)]);
+    let out = from_tallo(&seq, &bag, &[]);
     assert_clean_error(&out, "002.png is 10x8 but the first frame of seq is 12x8");
     assert_clean_error(&out, "keeps the 4 messages written before this error");
 
@@ -599,23 +584,13 @@ fn bad_frames_are_clean_errors_and_earlier_frames_are_kept() {
 /// `meta.json`, so an attachment comes before the first frame and between the sequences.
 fn from_tallo_bag(root: &Path) -> PathBuf {
     let split = root.join("test");
-    write_sequence(&split.join("cam00_seq000"), &[0, 1, 2], (33, 17), 1);
-    write_sequence(&split.join("cam01_seq001"), &[5, 6, 7, 8], (20, 10), 2);
+    two_sequences(&split);
     for (id, seed) in [("cam00_seq000", 3), ("cam01_seq001", 7)] {
         let meta = format!(r#"{{"sequence_id": "{id}", "seed": {seed}}}"#);
         std::fs::write(split.join(id).join("meta.json"), meta).unwrap();
     }
     let bag = root.join("bag");
-    let out = stars(&[
-        "bag",
-        "from-tallo",
-        path_str(&split),
-        "--out",
-        path_str(&bag),
-        "--fps",
-        "10",
-    ]);
-    support::assert_success(&out);
+    support::assert_success(&from_tallo(&split, &bag, &["--fps", "10"]));
     bag
 }
 
@@ -643,13 +618,7 @@ fn every_chunk_of_our_bags_holds_indexed_messages() {
         .save(seq.join("frames/002.png"))
         .unwrap();
     let early = tmp.path().join("early");
-    let out = stars(&[
-        "bag",
-        "from-tallo",
-        path_str(&seq),
-        "--out",
-        path_str(&early),
-    ]);
+    let out = from_tallo(&seq, &early, &[]);
     assert_clean_error(&out, "keeps the 4 messages written before this error");
 
     for (dir, expected) in [(&ours, 12), (&tallo, 14), (&early, 4)] {
@@ -677,14 +646,6 @@ fn every_chunk_of_our_bags_holds_indexed_messages() {
 }
 
 /// ROS 2 is sourced here: `AMENT_PREFIX_PATH` is set and `ros2` runs.
-fn ros2_sourced() -> bool {
-    std::env::var_os("AMENT_PREFIX_PATH").is_some_and(|p| !p.is_empty())
-        && Command::new("ros2")
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| o.status.success())
-}
-
 /// The `Messages:` count of a `bag info` listing (ours and `ros2 bag info` share the layout).
 fn listed_messages(info: &str) -> u64 {
     info.lines()
@@ -700,10 +661,6 @@ fn listed_messages(info: &str) -> u64 {
 /// `ros2 bag info` counts the messages `stars bag info` does.
 #[test]
 fn ros2_bag_play_delivers_every_message_to_a_reliable_subscriber() {
-    if !ros2_sourced() {
-        support::skip("no ROS 2 sourced (source a ROS 2 Jazzy setup.bash to run it)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let bag = from_tallo_bag(tmp.path());
 
@@ -712,21 +669,9 @@ fn ros2_bag_play_delivers_every_message_to_a_reliable_subscriber() {
     let ours = listed_messages(&String::from_utf8_lossy(&ours.stdout));
     assert_eq!(ours, 14);
 
-    // A domain of its own, so other ROS 2 processes on this machine neither see nor feed it.
-    let domain = 10 + std::process::id() % 90;
-    let out = Command::new("/usr/bin/python3")
-        .arg(support::repo().join("test/fixtures/ros2_replay_check.py"))
-        .args([path_str(&bag), "60"])
-        .env("ROS_DOMAIN_ID", domain.to_string())
-        .output()
-        .expect("/usr/bin/python3 runs");
-    assert!(
-        out.status.success(),
-        "ros2_replay_check.py failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(report) = support::ros2_replay(&bag) else {
+        return;
+    };
     assert_eq!(
         report["info_messages"], ours,
         "ros2 bag info vs stars bag info"

@@ -3,21 +3,28 @@ mod support;
 
 use support::stars;
 
+/// Every verb of `stars`.
+const VERBS: [&str; 12] = [
+    "demo",
+    "synth",
+    "bag",
+    "eval",
+    "calibrate",
+    "detect",
+    "features",
+    "train",
+    "models",
+    "model",
+    "refine",
+    "run",
+];
+
 #[test]
 fn help_lists_every_verb() {
     let out = stars(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for verb in [
-        "synth",
-        "bag",
-        "eval",
-        "calibrate",
-        "detect",
-        "features",
-        "train",
-        "models",
-    ] {
+    for verb in VERBS {
         assert!(
             help.contains(verb),
             "--help does not mention {verb}:\n{help}"
@@ -33,16 +40,7 @@ fn unknown_verb_exits_2() {
 
 #[test]
 fn every_verb_has_help() {
-    for verb in [
-        "synth",
-        "bag",
-        "eval",
-        "calibrate",
-        "detect",
-        "features",
-        "train",
-        "models",
-    ] {
+    for verb in VERBS {
         let out = stars(&[verb, "--help"]);
         assert!(
             out.status.success(),

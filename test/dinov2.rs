@@ -40,8 +40,17 @@ fn expected(model: &str, what: &str) -> Tensor {
     Tensor::read_npy(fixtures().join(model).join(format!("expected_{what}.npy"))).unwrap()
 }
 
-/// Loads fixture `model` and checks the final-norm, no-norm and block-0 tokens it has.
-fn check_parity(model: &str, naming: Naming, interp: PosInterp) -> LoadedBackbone {
+/// Every reference output a fixture carries (`expected_<what>.npy`).
+const ALL_OUTPUTS: [&str; 3] = ["final_norm", "no_final_norm", "layer0"];
+
+/// Loads fixture `model` and checks each reference output named in `outputs` (final-norm and
+/// no-norm last-block tokens, block-0 tokens); a missing reference file fails the test.
+fn check_parity(
+    model: &str,
+    naming: Naming,
+    interp: PosInterp,
+    outputs: &[&str],
+) -> LoadedBackbone {
     let loaded = load_dinov2(
         &fixtures().join(model),
         &Device::Cpu,
@@ -54,55 +63,69 @@ fn check_parity(model: &str, naming: Naming, interp: PosInterp) -> LoadedBackbon
     }
     assert_eq!(loaded.model.config().interpolation, interp, "{model}");
     let x = input();
-    for (what, final_norm) in [("final_norm", true), ("no_final_norm", false)] {
+    for &what in outputs {
         let path = fixtures().join(model).join(format!("expected_{what}.npy"));
-        if !path.exists() {
-            continue;
-        }
-        let got = loaded.patch_tokens(&x, final_norm).unwrap();
+        assert!(
+            path.is_file(),
+            "{model}: reference {} is missing",
+            path.display()
+        );
+        let got = match what {
+            "final_norm" => loaded.patch_tokens(&x, true).unwrap(),
+            "no_final_norm" => loaded.patch_tokens(&x, false).unwrap(),
+            "layer0" => loaded
+                .intermediate_layers(&x, &[0], false)
+                .unwrap()
+                .remove(0),
+            other => panic!("no reference output called {other}"),
+        };
         let diff = max_abs_diff(&got.squeeze(0).unwrap(), &expected(model, what));
         eprintln!("{model} {what}: max abs diff {diff:.1e}");
         assert!(diff < TOL, "{model} {what}: max abs diff {diff}");
-    }
-    let layer0 = fixtures().join(model).join("expected_layer0.npy");
-    if layer0.exists() {
-        let got = loaded.intermediate_layers(&x, &[0], false).unwrap();
-        let diff = max_abs_diff(&got[0].squeeze(0).unwrap(), &expected(model, "layer0"));
-        assert!(diff < TOL, "{model} layer0: max abs diff {diff}");
     }
     loaded
 }
 
 #[test]
 fn matches_transformers_dinov2() {
-    assert!(check_parity("hf", Naming::Hf, PosInterp::Transformers)
-        .rein
-        .is_none());
+    assert!(
+        check_parity("hf", Naming::Hf, PosInterp::Transformers, &ALL_OUTPUTS)
+            .rein
+            .is_none()
+    );
 }
 
 #[test]
 fn matches_transformers_dinov2_swiglu() {
-    assert!(
-        check_parity("hf_swiglu", Naming::Hf, PosInterp::Transformers)
-            .rein
-            .is_none()
-    );
+    assert!(check_parity(
+        "hf_swiglu",
+        Naming::Hf,
+        PosInterp::Transformers,
+        &ALL_OUTPUTS
+    )
+    .rein
+    .is_none());
 }
 
 #[test]
 fn matches_transformers_dinov2_with_registers() {
-    assert!(
-        check_parity("hf_registers", Naming::Hf, PosInterp::Antialias)
-            .rein
-            .is_none()
-    );
+    assert!(check_parity(
+        "hf_registers",
+        Naming::Hf,
+        PosInterp::Antialias,
+        &ALL_OUTPUTS
+    )
+    .rein
+    .is_none());
 }
 
 #[test]
 fn matches_original_dinov2_torch_hub_naming() {
-    assert!(check_parity("hub", Naming::TorchHub, PosInterp::Original)
-        .rein
-        .is_none());
+    assert!(
+        check_parity("hub", Naming::TorchHub, PosInterp::Original, &ALL_OUTPUTS)
+            .rein
+            .is_none()
+    );
 }
 
 /// FlowCLAS's LoRA Rein adapters (its own `reins.py`) after every block of the original model,
@@ -110,7 +133,12 @@ fn matches_original_dinov2_torch_hub_naming() {
 /// keeps for segmentation (unused here).
 #[test]
 fn matches_flowclas_rein_adapters() {
-    let loaded = check_parity("hub_rein", Naming::TorchHub, PosInterp::Original);
+    let loaded = check_parity(
+        "hub_rein",
+        Naming::TorchHub,
+        PosInterp::Original,
+        &["no_final_norm", "layer0"],
+    );
     let rein = loaded
         .rein
         .as_ref()
@@ -166,11 +194,14 @@ fn bad_rein_tensors_are_clear_errors() {
 
 #[test]
 fn matches_original_dinov2_registers_swiglu_chunked_without_config() {
-    assert!(
-        check_parity("hub_registers", Naming::TorchHub, PosInterp::Antialias)
-            .rein
-            .is_none()
-    );
+    assert!(check_parity(
+        "hub_registers",
+        Naming::TorchHub,
+        PosInterp::Antialias,
+        &["final_norm", "no_final_norm"]
+    )
+    .rein
+    .is_none());
 }
 
 #[test]
@@ -450,51 +481,42 @@ fn broken_checkpoints_are_clean_errors() {
         ])
     };
 
-    let missing = edited_checkpoint(
-        dir.path(),
-        "hf",
-        |t| {
-            t.remove("encoder.layer.1.mlp.fc2.weight");
-        },
-        true,
-    );
-    assert_clean_error(&run(&missing), "blocks.1.mlp.fc2.weight");
-
-    let half_qkv = edited_checkpoint(
-        &dir.path().join("b"),
-        "hf",
-        |t| {
-            t.remove("encoder.layer.0.attention.attention.key.bias");
-        },
-        true,
-    );
-    assert_clean_error(&run(&half_qkv), "attn.k");
-
-    let wrong_shape = edited_checkpoint(
-        &dir.path().join("c"),
-        "hub",
-        |t| {
-            t.insert(
-                "pos_embed".into(),
-                Tensor::zeros((1, 17, 16), candle_core::DType::F32, &Device::Cpu).unwrap(),
-            );
-        },
-        true,
-    );
-    assert_clean_error(&run(&wrong_shape), "pos_embed");
-
-    let no_config = edited_checkpoint(&dir.path().join("d"), "hf", |_| {}, false);
-    assert_clean_error(&run(&no_config), "config.json");
-
-    let unrelated = edited_checkpoint(
-        &dir.path().join("e"),
-        "hub",
-        |t| {
-            t.retain(|k, _| k.starts_with("blocks."));
-        },
-        false,
-    );
-    assert_clean_error(&run(&unrelated), "not a DINOv2 checkpoint");
+    type Edit = fn(&mut std::collections::HashMap<String, Tensor>);
+    // (fixture, edit, keep config.json, what the error names)
+    let cases: [(&str, Edit, bool, &str); 5] = [
+        (
+            "hf",
+            |t| drop(t.remove("encoder.layer.1.mlp.fc2.weight")),
+            true,
+            "blocks.1.mlp.fc2.weight",
+        ),
+        (
+            "hf",
+            |t| drop(t.remove("encoder.layer.0.attention.attention.key.bias")),
+            true,
+            "attn.k",
+        ),
+        (
+            "hub",
+            |t| {
+                let wrong = Tensor::zeros((1, 17, 16), candle_core::DType::F32, &Device::Cpu);
+                t.insert("pos_embed".into(), wrong.unwrap());
+            },
+            true,
+            "pos_embed",
+        ),
+        ("hf", |_| {}, false, "config.json"),
+        (
+            "hub",
+            |t| t.retain(|k, _| k.starts_with("blocks.")),
+            false,
+            "not a DINOv2 checkpoint",
+        ),
+    ];
+    for (i, (model, edit, with_config, want)) in cases.into_iter().enumerate() {
+        let folder = edited_checkpoint(&dir.path().join(i.to_string()), model, edit, with_config);
+        assert_clean_error(&run(&folder), want);
+    }
 }
 
 #[test]
@@ -699,4 +721,321 @@ fn half_precision_weights_take_f32_input() {
         .unwrap();
     let diff = max_abs_diff(&got, &expected("hf", "no_final_norm"));
     assert!(diff < 5e-2, "f16 max abs diff {diff}");
+}
+
+/// The `hub` fixture's tensors renamed into Hugging Face naming (q/k/v split, LayerScale and
+/// embedding names) with a `config.json`, in a new folder: the same model, HF-named.
+fn hub_in_hf_naming(dir: &Path) -> PathBuf {
+    let src = fixtures().join("hub");
+    let hub = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut hf = std::collections::HashMap::new();
+    for (name, t) in hub {
+        let renamed = match name.as_str() {
+            "cls_token" => "embeddings.cls_token".to_string(),
+            "mask_token" => "embeddings.mask_token".to_string(),
+            "pos_embed" => "embeddings.position_embeddings".to_string(),
+            "norm.weight" => "layernorm.weight".to_string(),
+            "norm.bias" => "layernorm.bias".to_string(),
+            n if n.starts_with("patch_embed.proj.") => n.replace(
+                "patch_embed.proj.",
+                "embeddings.patch_embeddings.projection.",
+            ),
+            n => {
+                let rest = n.strip_prefix("blocks.").expect("a block tensor");
+                let (i, part) = rest.split_once('.').unwrap();
+                let layer = format!("encoder.layer.{i}");
+                if let Some(kind) = part.strip_prefix("attn.qkv.") {
+                    let c = t.dim(0).unwrap() / 3;
+                    for (k, role) in ["query", "key", "value"].iter().enumerate() {
+                        let piece = t.narrow(0, k * c, c).unwrap();
+                        hf.insert(format!("{layer}.attention.attention.{role}.{kind}"), piece);
+                    }
+                    continue;
+                }
+                let part = part
+                    .replace("attn.proj.", "attention.output.dense.")
+                    .replace("ls1.gamma", "layer_scale1.lambda1")
+                    .replace("ls2.gamma", "layer_scale2.lambda1");
+                format!("{layer}.{part}")
+            }
+        };
+        hf.insert(renamed, t);
+    }
+    let folder = dir.join("hub_hf_named");
+    std::fs::create_dir_all(&folder).unwrap();
+    candle_core::safetensors::save(&hf, folder.join("model.safetensors")).unwrap();
+    std::fs::copy(src.join("config.json"), folder.join("config.json")).unwrap();
+    folder
+}
+
+/// FlowCLAS resizes the position table with the original DINOv2 formula; Hugging Face
+/// checkpoints default to transformers' formula, so the detector must ask for the original one
+/// whatever the naming (issue 8, item 1). The check: an HF-named copy of the `hub` model
+/// reaching the detector gives the tokens of the `hub` model itself, which the original dinov2
+/// code produced (`matches_original_dinov2_torch_hub_naming`).
+#[test]
+fn detector_backbone_uses_the_original_interpolation_for_hf_named_weights() {
+    use stars::model::flowclas::backbone;
+
+    let dir = scratch();
+    let hf_named = hub_in_hf_naming(dir.path());
+    let plain = load_dinov2(&hf_named, &Device::Cpu, &LoadOptions::default()).unwrap();
+    assert_eq!(plain.model.config().interpolation, PosInterp::Transformers);
+    // the renaming is faithful: with the original formula the HF-named copy meets the reference
+    let original = load_dinov2(&hf_named, &Device::Cpu, &backbone::detector_load_options())
+        .unwrap()
+        .patch_tokens(&input(), false)
+        .unwrap();
+    assert!(
+        max_abs_diff(
+            &original.squeeze(0).unwrap(),
+            &expected("hub", "no_final_norm")
+        ) < TOL
+    );
+
+    let extractor = backbone::open("tiny", Some(&hf_named), false, None).unwrap();
+    assert!(
+        extractor
+            .describe()
+            .contains("original position interpolation"),
+        "{}",
+        extractor.describe()
+    );
+    // a 98x56 frame: a 7x4 grid, so the 5x5 table is resized
+    let frame = image::RgbImage::from_fn(98, 56, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 4) as u8, ((x + y) % 256) as u8])
+    });
+    let got = extractor.embed(&frame).unwrap().features; // (1, C, Hp, Wp)
+    let (x, _) = stars::model::dinov2::preprocess(&frame, 14, &Device::Cpu).unwrap();
+    let reference = load_dinov2(
+        &fixtures().join("hub"),
+        &Device::Cpu,
+        &LoadOptions::default(),
+    )
+    .unwrap()
+    .patch_tokens(&x, false)
+    .unwrap()
+    .permute((0, 3, 1, 2))
+    .unwrap();
+    let diff = max_abs_diff(&got, &reference);
+    assert!(
+        diff < TOL,
+        "detector tokens differ from the original formula's by {diff}"
+    );
+    // and the check can fail: transformers' formula gives other tokens on this frame
+    let transformers = plain
+        .patch_tokens(&x, false)
+        .unwrap()
+        .permute((0, 3, 1, 2))
+        .unwrap();
+    assert!(max_abs_diff(&transformers, &reference) > 1e-3);
+}
+
+/// Hostile tensor shapes in a torch-hub checkpoint (no config.json, so the architecture is read
+/// from the shapes) are one-line errors from the loader and from `stars features`, never a
+/// panic (issue 8, item 4: a rank-0 `fc1` indexed out of bounds; a 0x0 patch divided by zero).
+#[test]
+fn hostile_tensor_shapes_are_one_line_errors() {
+    let dir = scratch();
+    let input = fixtures().join("input.npy");
+    let png = dir.path().join("frame.png");
+    image::RgbImage::from_pixel(30, 20, image::Rgb([9, 99, 199]))
+        .save(&png)
+        .unwrap();
+    let zeros =
+        |shape: &[usize]| Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let cases: [(&str, Tensor, &str); 5] = [
+        (
+            "blocks.0.mlp.fc1.weight",
+            Tensor::new(1f32, &Device::Cpu).unwrap(),
+            "blocks.0.mlp.fc1.weight has shape []",
+        ),
+        (
+            "patch_embed.proj.weight",
+            zeros(&[16, 3, 0, 0]),
+            "patch_embed.proj.weight has shape [16, 3, 0, 0]",
+        ),
+        (
+            "patch_embed.proj.weight",
+            zeros(&[16, 3, 14, 7]),
+            "patch_embed.proj.weight has shape [16, 3, 14, 7]",
+        ),
+        (
+            "pos_embed",
+            zeros(&[1, 1, 16]),
+            "pos_embed has shape [1, 1, 16]",
+        ),
+        (
+            "register_tokens",
+            zeros(&[4]),
+            "register_tokens has shape [4]",
+        ),
+    ];
+    for (i, (name, tensor, want)) in cases.into_iter().enumerate() {
+        let folder = edited_checkpoint(
+            &dir.path().join(i.to_string()),
+            "hub",
+            |t| {
+                t.insert(name.to_string(), tensor);
+            },
+            false,
+        );
+        let err = load_dinov2(&folder, &Device::Cpu, &LoadOptions::default()).unwrap_err();
+        assert!(format!("{err:#}").contains(want), "{err:#}");
+        for source in [["--input-npy", s(&input)], ["--image", s(&png)]] {
+            let out = dir.path().join("t.npy");
+            let run = features(&[
+                "--weights",
+                s(&folder),
+                source[0],
+                source[1],
+                "--out",
+                s(&out),
+            ]);
+            assert_clean_error(&run, want);
+            assert_eq!(
+                String::from_utf8_lossy(&run.stderr)
+                    .trim_end()
+                    .lines()
+                    .count(),
+                1
+            );
+        }
+    }
+    // an HF config with patch_size 0
+    let folder = edited_checkpoint(&dir.path().join("hf0"), "hf", |_| {}, true);
+    let config = folder.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"patch_size\": 14", "\"patch_size\": 0"),
+    )
+    .unwrap();
+    let run = features(&[
+        "--weights",
+        s(&folder),
+        "--image",
+        s(&png),
+        "--out",
+        s(&dir.path().join("t.npy")),
+    ]);
+    assert_clean_error(&run, "patch_size 0");
+}
+
+/// The patch side comes from the loaded backbone, not a constant 14 (issue 8, item 3): a
+/// patch-7 model pads a 100x60 frame to 105x63 (a 15x9 grid), in `stars features` and in the
+/// detector's feature extractor alike.
+#[test]
+fn frames_are_padded_to_the_backbones_patch_size() {
+    let dir = scratch();
+    let folder = edited_checkpoint(
+        dir.path(),
+        "hub",
+        |t| {
+            let proj = Tensor::randn(0f32, 0.1, (16, 3, 7, 7), &Device::Cpu).unwrap();
+            t.insert("patch_embed.proj.weight".into(), proj);
+        },
+        false,
+    );
+    let png = dir.path().join("frame.png");
+    let frame = image::RgbImage::from_fn(100, 60, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    frame.save(&png).unwrap();
+    let out = dir.path().join("tokens.npy");
+    let run = features(&[
+        "--weights",
+        s(&folder),
+        "--image",
+        s(&png),
+        "--out",
+        s(&out),
+    ]);
+    support::assert_success(&run);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("ViT-16x2/7"));
+    assert_eq!(Tensor::read_npy(&out).unwrap().dims(), &[9, 15, 16]);
+
+    let extractor =
+        stars::model::flowclas::backbone::open("tiny", Some(&folder), false, None).unwrap();
+    let embedded = extractor.embed(&frame).unwrap();
+    assert_eq!(embedded.features.dims(), &[1, 16, 9, 15]);
+    let padding = embedded.padding;
+    assert_eq!(
+        (
+            padding.patch,
+            padding.padded_height(),
+            padding.padded_width()
+        ),
+        (7, 63, 105)
+    );
+    assert_eq!((padding.top, padding.left), (1, 2));
+}
+
+/// The random placeholder's default tokens are the patch embedding alone (a random linear
+/// projection of each patch, see docs/detector.md), in `stars features` and the detector, and
+/// stay labelled; `--layer` still picks a block.
+#[test]
+fn random_placeholder_reads_the_patch_embedding_and_stays_labelled() {
+    use stars::model::flowclas::backbone;
+
+    let dir = scratch();
+    let input_npy = fixtures().join("input.npy");
+    let out = dir.path().join("tokens.npy");
+    let run = features(&[
+        "--random-weights",
+        "--arch",
+        "small",
+        "--input-npy",
+        s(&input_npy),
+        "--out",
+        s(&out),
+    ]);
+    support::assert_success(&run);
+    let label: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(label["random_weights"], true);
+    assert_eq!(label["layer"], serde_json::Value::Null);
+    let embedding = Tensor::read_npy(&out).unwrap();
+    // the same as the patch convolution alone, computed here from the random model
+    let model = stars::model::weights::random_dinov2(
+        &stars::model::dinov2::Config::vit_small(),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let direct = model
+        .model
+        .patch_embeddings(&input())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    assert!(max_abs_diff(&embedding, &direct) < 1e-5);
+    let run = features(&[
+        "--random-weights",
+        "--arch",
+        "small",
+        "--input-npy",
+        s(&input_npy),
+        "--out",
+        s(&out),
+        "--layer",
+        "11",
+    ]);
+    support::assert_success(&run);
+    assert!(max_abs_diff(&Tensor::read_npy(&out).unwrap(), &embedding) > 1e-2);
+
+    let placeholder = backbone::open("vit_small", None, true, None).unwrap();
+    assert!(placeholder.is_random());
+    assert_eq!(placeholder.blocks(), Some(0));
+    assert!(placeholder.describe().contains("RANDOM WEIGHTS"));
+    assert!(placeholder.describe().contains("patch embedding only"));
+    let whole = backbone::open("vit_small", None, true, Some(12)).unwrap();
+    assert_ne!(
+        whole.describe(),
+        placeholder.describe(),
+        "the cache key must tell them apart"
+    );
+    let err = backbone::open("vit_small", None, true, Some(13))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--backbone-blocks 13"), "{err}");
 }

@@ -595,3 +595,99 @@ fn bad_input_gets_one_clear_line() {
     write_npy_u8(&seq_pred.join("001.npy"), &[1; 100], &[10, 10]);
     assert_clean_error(&run(args(&[])), "expected float anomaly scores");
 }
+
+#[test]
+fn eval_needs_masks_only_and_keeps_the_placeholder_label() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = region_frames(&mut Rng(8), 2, 32, 24);
+    write_tree(tmp.path(), &frames, 32, 24);
+    let (gt, pred, out) = (
+        tmp.path().join("gt"),
+        tmp.path().join("pred"),
+        tmp.path().join("out"),
+    );
+    std::fs::remove_dir_all(gt.join("cam01_seq000_anomalous/frames")).unwrap();
+    std::fs::write(
+        pred.join("detect.json"),
+        r#"{"random_backbone": true, "label": "PLACEHOLDER_RANDOM_BACKBONE"}"#,
+    )
+    .unwrap();
+    let run = stars(&["eval", "--pred", s(&pred), "--gt", s(&gt), "--out", s(&out)]);
+    support::assert_success(&run);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("| pred (PLACEHOLDER_RANDOM_BACKBONE) | "),
+        "{stdout}"
+    );
+    let table = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(table.contains("| pred (PLACEHOLDER_RANDOM_BACKBONE) | "));
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(json["random_backbone"], true);
+    assert_eq!(json["method"], "pred");
+    assert_eq!(json["label"], "pred (PLACEHOLDER_RANDOM_BACKBONE)");
+    let lib = evaluate_dirs(&pred, &gt, &EvalConfig::default()).unwrap();
+    assert_eq!(json["ap"].as_f64(), lib.ap);
+
+    // Real maps say so, and carry no label.
+    std::fs::write(pred.join("detect.json"), r#"{"random_backbone": false}"#).unwrap();
+    let run = stars(&["eval", "--pred", s(&pred), "--gt", s(&gt), "--out", s(&out)]);
+    support::assert_success(&run);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("| pred | "));
+    // A run description that is not JSON could hide the label: an error, not a guess.
+    std::fs::write(pred.join("detect.json"), "{not json").unwrap();
+    let run = stars(&["eval", "--pred", s(&pred), "--gt", s(&gt), "--out", s(&out)]);
+    assert_clean_error(&run, "detect.json is not valid JSON");
+}
+
+#[test]
+fn eval_and_calibrate_output_survives_a_full_disk_and_a_closed_pipe() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = region_frames(&mut Rng(9), 1, 16, 12);
+    write_tree(tmp.path(), &frames, 16, 12);
+    let (gt, pred) = (tmp.path().join("gt"), tmp.path().join("pred"));
+    let out = tmp.path().join("out");
+    let threshold = tmp.path().join("t.yaml");
+    let verbs: [Vec<&str>; 2] = [
+        vec!["eval", "--pred", s(&pred), "--gt", s(&gt), "--out", s(&out)],
+        vec![
+            "calibrate",
+            "--pred",
+            s(&pred),
+            "--gt",
+            s(&gt),
+            "--out",
+            s(&threshold),
+        ],
+    ];
+    for args in &verbs {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full exists on Linux");
+        let run = Command::new(env!("CARGO_BIN_EXE_stars"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_clean_error(&run, "writing to standard output");
+
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let run = Command::new(env!("CARGO_BIN_EXE_stars"))
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{}: {stderr}", args[0]);
+        // Notes about the data may go to stderr; an error line or a panic may not.
+        assert!(
+            !stderr.contains("stars: ") && !stderr.contains("panicked"),
+            "{}: {stderr}",
+            args[0]
+        );
+    }
+}

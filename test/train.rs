@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use stars::model::flowclas::{Embedded, FeatureExtractor, Padding};
+use stars::progress::Silent;
 use stars::train::cache::FeatureCache;
 use stars::train::detector::{self, Settings};
 use stars::train::loss;
@@ -96,7 +97,7 @@ impl FeatureExtractor for PatchColours {
 
     fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
         let (w, h) = (image.width() as usize, image.height() as usize);
-        let crop = Padding::centred(h, w);
+        let crop = Padding::centred(h, w, 14)?;
         let (ph, pw) = (crop.padded_height(), crop.padded_width());
         let (gh, gw) = (ph / 14, pw / 14);
         let mut out = vec![0f32; 32 * gh * gw];
@@ -218,8 +219,17 @@ fn training_lowers_the_loss_resumes_and_reuses_the_cache() {
     let cache_dir = tmp.path().join("cache");
     let cache = FeatureCache::new(Some(&cache_dir));
     let backbone = PatchColours::new();
-    let losses =
-        detector::train(&data, &out, &backbone, "test", &settings(16), &cache, false).unwrap();
+    let losses = detector::train(
+        &data,
+        &out,
+        &backbone,
+        "test",
+        &settings(16),
+        &cache,
+        false,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(losses.len(), 16);
     assert!(losses.iter().all(|l| l.total.is_finite()));
     let late = losses[13..].iter().map(|l| l.total).sum::<f64>() / 3.0;
@@ -234,8 +244,17 @@ fn training_lowers_the_loss_resumes_and_reuses_the_cache() {
     assert_eq!((meta.epoch, meta.step), (16, 16));
     assert!(meta.state.actnorm_initialised);
     // resume: continues at epoch 7 with the stored ActNorm state, no new cache entries
-    let more =
-        detector::train(&data, &out, &backbone, "test", &settings(18), &cache, true).unwrap();
+    let more = detector::train(
+        &data,
+        &out,
+        &backbone,
+        "test",
+        &settings(18),
+        &cache,
+        true,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(more.len(), 2);
     let meta2 = stars::model::flowclas::load_meta(&out).unwrap();
     assert_eq!((meta2.epoch, meta2.step), (18, 18));
@@ -243,10 +262,91 @@ fn training_lowers_the_loss_resumes_and_reuses_the_cache() {
     assert!(more[1].total < 0.5 * losses[0].total);
 }
 
+/// A backbone that counts the frames it embeds (cache misses) and delegates to another.
+struct Counting<'a> {
+    inner: &'a dyn FeatureExtractor,
+    embedded: std::sync::atomic::AtomicUsize,
+}
+
+impl FeatureExtractor for Counting<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn channels(&self) -> usize {
+        self.inner.channels()
+    }
+
+    fn is_random(&self) -> bool {
+        self.inner.is_random()
+    }
+
+    fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
+        self.embedded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.embed(image)
+    }
+}
+
+/// A frame replaced at the same path, with the same mask (so every view's recipe, pasted boxes
+/// included, is unchanged), must not reuse the features cached for the old pixels (issue 8,
+/// item 2): the cache key covers the files' content.
+#[test]
+fn a_frame_replaced_at_the_same_path_is_embedded_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("train");
+    write_split(&data, 1, 3, 7, Objects::HardNegativeSquares);
+    let cache = FeatureCache::new(Some(&tmp.path().join("cache")));
+    let stand_in = PatchColours::new();
+    let backbone = Counting {
+        inner: &stand_in,
+        embedded: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let run = |out: &str| {
+        backbone
+            .embedded
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        detector::train(
+            &data,
+            &tmp.path().join(out),
+            &backbone,
+            "test",
+            &settings(1),
+            &cache,
+            false,
+            &Silent,
+        )
+        .unwrap();
+        backbone.embedded.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let first = run("a");
+    assert!(
+        first >= 4,
+        "3 mixed views and their source views: {first} embedded"
+    );
+    assert_eq!(run("b"), 0, "unchanged files: every view is a cache hit");
+    // the same frame, brighter, at the same path
+    let frame = data.join("seq00/frames/001.png");
+    let mut img = image::open(&frame).unwrap().to_rgb8();
+    for p in img.pixels_mut() {
+        p.0 = p.0.map(|v| v.saturating_add(40));
+    }
+    img.save(&frame).unwrap();
+    let again = run("c");
+    assert!(
+        again >= 1,
+        "the replaced frame's views reused stale features"
+    );
+    assert!(
+        again < first,
+        "only views that read the replaced frame are recomputed"
+    );
+}
+
 /// Exact pixel AP (anomaly id 9) of a checkpoint's maps over a split, with `backbone`.
 fn pixel_ap(ckpt: &Path, split: &Path, backbone: &dyn FeatureExtractor, out: &Path) -> f64 {
     let (model, _, _) = stars::model::flowclas::load(ckpt, &Device::Cpu).unwrap();
-    stars::cli::detect::write_maps(&model, backbone, split, out).unwrap();
+    stars::detect::write_maps(&model, backbone, split, out, &Silent).unwrap();
     exact_ap(out, split)
 }
 
@@ -284,14 +384,17 @@ fn trained_detector_finds_unseen_anomalies_that_share_the_outliers_cue() {
     };
     let (trained, untrained) = (tmp.path().join("trained"), tmp.path().join("untrained"));
     detector::train(
-        &train, &trained, &backbone, "test", &settings, &cache, false,
+        &train, &trained, &backbone, "test", &settings, &cache, false, &Silent,
     )
     .unwrap();
     let zero = Settings {
         epochs: 0,
         ..settings
     };
-    detector::train(&train, &untrained, &backbone, "test", &zero, &cache, false).unwrap();
+    detector::train(
+        &train, &untrained, &backbone, "test", &zero, &cache, false, &Silent,
+    )
+    .unwrap();
     let ap_trained = pixel_ap(&trained, &val, &backbone, &tmp.path().join("pred_t"));
     let ap_untrained = pixel_ap(&untrained, &val, &backbone, &tmp.path().join("pred_u"));
     eprintln!("held-out disc AP: trained {ap_trained:.4}, untrained {ap_untrained:.4}");
@@ -321,6 +424,7 @@ fn training_without_hard_negatives_is_a_clear_error() {
         &settings(1),
         &FeatureCache::new(None),
         false,
+        &Silent,
     )
     .unwrap_err();
     assert!(
@@ -345,29 +449,22 @@ fn cli_bad_input_gives_clean_errors() {
         "--random-weights",
     ]);
     support::assert_clean_error(&out, "detector.json");
-    let out = support::stars(&[
-        "train",
-        "detector",
-        "--data",
-        m,
-        "--out",
-        m,
-        "--crop",
-        "12",
-        "--random-weights",
-    ]);
+    let train = |extra: &[&str]| {
+        let args = [
+            "train",
+            "detector",
+            "--data",
+            m,
+            "--out",
+            m,
+            "--random-weights",
+        ];
+        support::stars(&[&args[..], extra].concat())
+    };
+    let out = train(&["--crop", "12"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not HxW"));
-    let out = support::stars(&[
-        "train",
-        "detector",
-        "--data",
-        m,
-        "--out",
-        m,
-        "--resume",
-        "--random-weights",
-    ]);
+    let out = train(&["--resume"]);
     support::assert_clean_error(&out, "--resume");
 }
 
@@ -382,26 +479,12 @@ fn cli_trains_then_detects_with_labelled_random_backbone() {
         tmp.path().join("pred"),
     );
     let (c, p) = (ckpt.to_str().unwrap(), pred.to_str().unwrap());
-    let out = support::stars(&[
+    let train = [
         "train", "detector", "--data", d, "--out", c, "--preset", "tiny", "--epochs", "2",
         "--batch", "3",
-    ]);
-    support::assert_clean_error(&out, "--random-weights");
-    let out = support::stars(&[
-        "train",
-        "detector",
-        "--data",
-        d,
-        "--out",
-        c,
-        "--preset",
-        "tiny",
-        "--epochs",
-        "2",
-        "--batch",
-        "3",
-        "--random-weights",
-    ]);
+    ];
+    support::assert_clean_error(&support::stars(&train), "--random-weights");
+    let out = support::stars(&[&train[..], &["--random-weights"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     support::assert_success(&out);
     assert!(
@@ -410,24 +493,27 @@ fn cli_trains_then_detects_with_labelled_random_backbone() {
     );
     assert!(ckpt.join("detector.safetensors").is_file());
 
-    let out = support::stars(&["detect", "--checkpoint", c, "--data", d, "--out", p]);
-    support::assert_clean_error(&out, "--random-weights");
-    let out = support::stars(&[
-        "detect",
-        "--checkpoint",
-        c,
-        "--data",
-        d,
-        "--out",
-        p,
-        "--random-weights",
-    ]);
+    let detect = ["detect", "--checkpoint", c, "--data", d, "--out", p];
+    support::assert_clean_error(&support::stars(&detect), "--random-weights");
+    let out = support::stars(&[&detect[..], &["--random-weights"]].concat());
     support::assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("PLACEHOLDER_RANDOM_BACKBONE"));
     let note: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(pred.join("detect.json")).unwrap()).unwrap();
     assert_eq!(note["random_backbone"], true);
     assert_eq!(note["label"], "PLACEHOLDER_RANDOM_BACKBONE");
+    // the placeholder reads the patch embedding; the checkpoint records it for detect
+    let backbone = note["backbone"].as_str().unwrap();
+    assert!(
+        backbone.contains("RANDOM WEIGHTS") && backbone.contains("patch embedding only"),
+        "{backbone}"
+    );
+    assert_eq!(
+        stars::model::flowclas::load_meta(&ckpt)
+            .unwrap()
+            .backbone_blocks,
+        Some(0)
+    );
     for f in 0..3 {
         let map = Tensor::read_npy(pred.join(format!("seq00/masks/{f:03}.npy"))).unwrap();
         assert_eq!(map.dims(), &[126, 140]);
@@ -456,7 +542,7 @@ fn tiny_synth_run() -> (f64, f64) {
     let weights = std::env::var_os("STARS_DINOV2_WEIGHTS").map(std::path::PathBuf::from);
     let (extractor, settings, arch, backbone_flags) = match &weights {
         Some(path) => (
-            backbone::open("vit_small", Some(path), false).unwrap(),
+            backbone::open("vit_small", Some(path), false, None).unwrap(),
             Settings {
                 epochs: 10,
                 batch: 4,
@@ -468,7 +554,7 @@ fn tiny_synth_run() -> (f64, f64) {
             vec!["--backbone-weights".to_string(), path.display().to_string()],
         ),
         None => (
-            backbone::open("tiny", None, true).unwrap(),
+            backbone::open("tiny", None, true, None).unwrap(),
             Settings::preset("tiny").unwrap(),
             "tiny",
             vec!["--random-weights".to_string()],
@@ -484,6 +570,7 @@ fn tiny_synth_run() -> (f64, f64) {
         &settings,
         &cache,
         false,
+        &Silent,
     )
     .unwrap();
     let first = losses[0].total;
@@ -505,6 +592,7 @@ fn tiny_synth_run() -> (f64, f64) {
         &zero,
         &cache,
         false,
+        &Silent,
     )
     .unwrap();
 
@@ -528,6 +616,20 @@ fn tiny_synth_run() -> (f64, f64) {
             pred.join("metrics.json").is_file(),
             "--gt writes metrics.json"
         );
+        // one map per val frame, at its mask's size, in [0, 1]
+        for seq in stars::data::tallo::list_sequences(&val).unwrap() {
+            for frame in &seq.frames {
+                let rel = frame.mask.as_ref().unwrap().strip_prefix(&val).unwrap();
+                let map = Tensor::read_npy(pred.join(rel).with_extension("npy")).unwrap();
+                assert_eq!(map.dims(), &[72, 128], "{}", rel.display());
+                let v: Vec<f32> = map.flatten_all().unwrap().to_vec1().unwrap();
+                assert!(
+                    v.iter().all(|x| (0.0..=1.0).contains(x)),
+                    "{}",
+                    rel.display()
+                );
+            }
+        }
         exact_ap(&pred, &val)
     };
     let (ap_trained, ap_untrained) = (ap(&trained), ap(&untrained));
@@ -537,8 +639,10 @@ fn tiny_synth_run() -> (f64, f64) {
 
 #[test]
 fn tiny_synth_training_lowers_the_loss_and_detect_scores_val() {
+    // tiny_synth_run checks the loss falls and every map's size and range; the APs are
+    // placeholder numbers with no bound the code promises beyond being computed
     let (trained, untrained) = tiny_synth_run();
-    assert!(trained > 0.0 && trained <= 1.0 && untrained > 0.0 && untrained <= 1.0);
+    assert!(trained.is_finite() && untrained.is_finite());
 }
 
 /// The issue's acceptance check. It cannot hold with a random backbone: the tiny val anomalies

@@ -1,4 +1,4 @@
 //! The `stars` command. Run `stars --help`.
 fn main() -> std::process::ExitCode {
-    stars::cli::main()
+    stars::main()
 }

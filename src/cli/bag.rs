@@ -92,6 +92,13 @@ pub struct ToTalloArgs {
     /// Topic of the masks (mono8), paired with frames by header.stamp; skipped when absent.
     #[arg(long, default_value = MASKS_TOPIC)]
     pub mask_topic: String,
+    /// Also export the 32FC1 anomaly maps of this topic (e.g. /stars/refined/anomaly_map, as
+    /// `stars run` records it) as MAPS_OUT/SEQ/masks/NNN.npy, the layout `stars eval` scores.
+    #[arg(long, value_name = "TOPIC", requires = "maps_out")]
+    pub maps_topic: Option<String>,
+    /// Folder for the maps of --maps-topic (with a maps.json saying where they came from).
+    #[arg(long, value_name = "DIR", requires = "maps_topic")]
+    pub maps_out: Option<PathBuf>,
     /// Write into a non-empty --out, overwriting files of the same name.
     #[arg(long)]
     pub force: bool,
@@ -357,6 +364,9 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
             bar.inc(1);
         }
     }
+    if let (Some(topic), Some(dir)) = (&args.maps_topic, &args.maps_out) {
+        export_maps(&bag, topic, dir, &placed, &args.out)?;
+    }
     bar.finish_and_clear();
     // Sequences' meta.json, kept by from-tallo as attachments.
     for id in &sequence_ids {
@@ -373,6 +383,58 @@ fn to_tallo(args: &ToTalloArgs) -> Result<()> {
         sequence_ids.len(),
         args.out.display()
     );
+    Ok(())
+}
+
+/// Pass 3 of `to-tallo`: the anomaly maps on `topic`, paired with the frames by stamp, written
+/// as `dir/SEQ/masks/NNN.npy` beside a `maps.json` that carries the bag's placeholder label.
+fn export_maps(
+    bag: &BagReader,
+    topic: &str,
+    dir: &std::path::Path,
+    placed: &HashMap<u64, (PathBuf, u32)>,
+    frames_root: &std::path::Path,
+) -> Result<()> {
+    let mut messages = bag.messages(&[topic])?;
+    let mut written = 0usize;
+    while let Some(m) = messages.next_message() {
+        let m = m?;
+        let image = m.image()?;
+        let stamp = stamp_of(&image)?;
+        let image = image.into_owned();
+        let (seq_dir, index) = placed
+            .get(&stamp)
+            .with_context(|| format!("map stamped {stamp} ns on {topic} has no frame"))?;
+        let map = crate::node::maps::map_from_image(&image)
+            .with_context(|| format!("map stamped {stamp} ns on {topic}"))?;
+        let rel = seq_dir.strip_prefix(frames_root).unwrap_or(seq_dir);
+        let out_dir = dir.join(rel).join("masks");
+        std::fs::create_dir_all(&out_dir)
+            .with_context(|| format!("creating {}", out_dir.display()))?;
+        let path = out_dir.join(format!("{index:03}.npy"));
+        candle_core::Tensor::from_vec(map.data, (map.height, map.width), &candle_core::Device::Cpu)
+            .and_then(|t| t.write_npy(&path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        written += 1;
+    }
+    ensure!(
+        written > 0,
+        "the bag has no messages on {topic} (see --maps-topic)"
+    );
+    let custom = bag.info().custom_data.clone().unwrap_or_default();
+    let random = custom.get("stars/random_backbone").map(String::as_str) == Some("true");
+    let note = serde_json::json!({
+        "source": "stars bag to-tallo --maps-topic",
+        "topic": topic,
+        "maps": written,
+        "temporal_method": custom.get("stars/temporal_method"),
+        "backbone": custom.get("stars/backbone"),
+        "random_backbone": random,
+    });
+    let path = dir.join("maps.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&note)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {written} maps of {topic} to {}", dir.display());
     Ok(())
 }
 

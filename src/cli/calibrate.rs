@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::eval::MaskIdArgs;
+use super::out::outln;
 use crate::eval::calibrate::Threshold;
 use crate::eval::{pair_frames, score_pairs, EvalConfig, Evaluator};
 
@@ -54,12 +55,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let threshold = Threshold::from_metrics(&metrics, source)?;
     threshold.save(&args.out)?;
-    println!(
+    outln!(
         "threshold {:.4}: pixel TPR {:.4}, FPR {:.4}; written to {}",
         threshold.threshold,
         threshold.tpr,
         threshold.fpr,
         args.out.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

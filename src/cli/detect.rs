@@ -1,15 +1,18 @@
 //! `stars detect`.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 
-use crate::data::tallo::list_sequences;
+use crate::detect::write_maps;
 use crate::eval::report::{markdown_table, write_metrics_json, Method};
 use crate::eval::{evaluate_dirs, EvalConfig};
-use crate::model::flowclas::backbone::{self, FeatureExtractor, RANDOM_BACKBONE_LABEL};
-use crate::model::flowclas::{self, FlowClas};
+use crate::model::flowclas;
+use crate::model::flowclas::backbone::{self, RANDOM_BACKBONE_LABEL};
+
+use super::out::outln;
+use super::progress::{bar, Bar};
 
 /// Name of the metrics written next to the maps with `--gt`.
 pub const METRICS_JSON: &str = "metrics.json";
@@ -48,37 +51,6 @@ pub struct Args {
     gt: bool,
 }
 
-/// Runs the detector over every frame of `data` (a split or one sequence) and writes each map
-/// as `.npy` under `out`, mirroring the masks' relative paths; returns the number of maps.
-pub fn write_maps(
-    model: &FlowClas,
-    extractor: &dyn FeatureExtractor,
-    data: &Path,
-    out: &Path,
-) -> Result<usize> {
-    let sequences = list_sequences(data)?;
-    let total: usize = sequences.iter().map(|s| s.frames.len()).sum();
-    let bar = crate::cli::progress::bar(total as u64, "detect");
-    for seq in &sequences {
-        let rel = seq.dir.strip_prefix(data).unwrap_or(Path::new(&seq.id));
-        let dir = out.join(rel).join("masks");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (i, frame) in seq.frames.iter().enumerate() {
-            let image = seq.load_image(i)?;
-            let embedded = extractor.embed(&image)?;
-            let map = model
-                .anomaly_map(&embedded.features, embedded.padding)?
-                .squeeze(0)?;
-            let path = dir.join(format!("{:03}.npy", frame.index));
-            map.write_npy(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            bar.inc(1);
-        }
-    }
-    bar.finish_and_clear();
-    Ok(total)
-}
-
 /// Runs `stars detect`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let device = Device::Cpu;
@@ -87,6 +59,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         &meta.backbone_arch,
         args.backbone_weights.as_deref(),
         args.random_weights,
+        meta.backbone_blocks,
     )?;
     let random = extractor.is_random();
     eprintln!("backbone: {}", extractor.describe());
@@ -103,7 +76,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             meta.backbone_weights
         );
     }
-    let total = write_maps(&model, extractor.as_ref(), &args.data, &args.out)?;
+    let progress = Bar(bar(0, "detect"));
+    let total = write_maps(&model, extractor.as_ref(), &args.data, &args.out, &progress)?;
     let note = serde_json::json!({
         "checkpoint": args.checkpoint,
         "detector_epoch": meta.epoch,
@@ -116,20 +90,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let note_path = args.out.join(DETECT_JSON);
     std::fs::write(&note_path, serde_json::to_string_pretty(&note)?)
         .with_context(|| format!("writing {}", note_path.display()))?;
-    println!("wrote {total} maps under {}", args.out.display());
+    outln!("wrote {total} maps under {}", args.out.display())?;
     if random {
-        println!(
+        outln!(
             "{RANDOM_BACKBONE_LABEL}: the backbone has random weights; these maps are placeholders"
-        );
+        )?;
     }
     if args.gt {
         let metrics = evaluate_dirs(&args.out, &args.data, &EvalConfig::default())?;
         write_metrics_json(&args.out.join(METRICS_JSON), &metrics)?;
-        let name = match random {
-            true => format!("FlowCLAS ({RANDOM_BACKBONE_LABEL})"),
-            false => "FlowCLAS".to_string(),
+        let method = Method {
+            name: "FlowCLAS".to_string(),
+            metrics,
+            placeholder: random.then(|| RANDOM_BACKBONE_LABEL.to_string()),
         };
-        println!("{}", markdown_table(&[Method { name, metrics }]));
+        outln!("{}", markdown_table(&[method]))?;
     }
     Ok(ExitCode::SUCCESS)
 }

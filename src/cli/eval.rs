@@ -4,10 +4,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
+use super::out::outln;
 use crate::data::tallo::MaskIds;
 use crate::eval::report::{markdown_table, write_report, Method};
 use crate::eval::{pair_frames, score_pairs, EvalConfig, Evaluator, FramePair};
+use crate::model::flowclas::backbone::RANDOM_BACKBONE_LABEL;
 use crate::viz::metric_plots::write_plots;
+
+/// The run descriptions a prediction folder may hold, most specific first: `stars refine`'s,
+/// `stars bag to-tallo --maps-out`'s, then `stars detect`'s.
+const PROVENANCE_FILES: [&str; 3] = ["refine.json", "maps.json", "detect.json"];
 
 /// Arguments of `stars eval`.
 #[derive(clap::Args, Debug)]
@@ -18,9 +24,14 @@ Examples:
              --gt data/tallo/test --out reports/table1
   stars eval --pred maps --gt gt --out r --exact --bins 1000 --anomaly-id 8
 
+  stars eval --pred FlowCLAS=pred --pred +EMA=refined/ema --pred +Kalman=refined/kalman \\
+             --pred +centroid=refined/centroid --gt flicker/gt --out reports/table3
+
 Predictions are .npy float maps (HxW) at the masks' relative paths under the prediction
-folder: GT/seq07/masks/003.png is scored by PRED/seq07/masks/003.npy.
-Writes OUT/metrics.json (OUT/NAME/metrics.json per method when there are several),
+folder: GT/seq07/masks/003.png is scored by PRED/seq07/masks/003.npy. The ground truth needs
+masks only (SEQ/masks/NNN.png). A prediction folder whose detect.json, refine.json or maps.json
+says random_backbone: true is labelled PLACEHOLDER_RANDOM_BACKBONE in every row, legend and JSON.
+Writes OUT/metrics.json (with several methods: a summary, and OUT/NAME/metrics.json each),
 OUT/table.md, and OUT/roc.png, OUT/pr.png, OUT/pro.png. See docs/eval.md.")]
 pub struct Args {
     /// Prediction folder, or NAME=DIR; repeat to compare several methods in one table.
@@ -30,7 +41,8 @@ pub struct Args {
     /// the folder's name).
     #[arg(long, value_name = "[NAME=]DIR", required = true)]
     pub pred: Vec<String>,
-    /// Ground truth: a TALLO-layout split (SEQ/masks/NNN.png) or one sequence.
+    /// Ground truth: a TALLO-layout split (SEQ/masks/NNN.png) or one sequence; frames are
+    /// not needed.
     #[arg(long, value_name = "DIR")]
     pub gt: PathBuf,
     /// Report folder (created).
@@ -98,6 +110,29 @@ fn parse_pred(spec: &str) -> Result<(String, PathBuf)> {
     Ok((name, dir))
 }
 
+/// The placeholder label of the maps in `dir`: `Some` when the run description beside them
+/// (`refine.json`, `maps.json`, else `detect.json`) says `random_backbone: true`. Its `label` is kept when
+/// it has one. A description that is not JSON is an error: it may be what marks the maps as
+/// placeholders.
+pub fn placeholder_label(dir: &Path) -> Result<Option<String>> {
+    let Some(path) = PROVENANCE_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+    else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    if json["random_backbone"].as_bool() != Some(true) {
+        return Ok(None);
+    }
+    let label = json["label"].as_str().unwrap_or(RANDOM_BACKBONE_LABEL);
+    Ok(Some(label.to_string()))
+}
+
 /// Runs `stars eval`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let cfg = EvalConfig {
@@ -107,31 +142,39 @@ pub fn run(args: Args) -> Result<ExitCode> {
         aupro_max_fpr: args.aupro_max_fpr,
     };
     Evaluator::new(cfg.clone())?; // reject bad settings before reading anything
-    let mut sets: Vec<(String, Vec<FramePair>)> = Vec::new();
+    let mut sets: Vec<(String, Option<String>, Vec<FramePair>)> = Vec::new();
     for spec in &args.pred {
         let (name, dir) = parse_pred(spec)?;
-        if sets.iter().any(|(n, _)| *n == name) {
+        if sets.iter().any(|(n, _, _)| *n == name) {
             bail!("--pred {spec}: two prediction sets are named {name:?}; use NAME=DIR");
         }
         let pairs = pair_frames(&dir, &args.gt).with_context(|| format!("--pred {spec}"))?;
-        sets.push((name, pairs));
+        let placeholder = placeholder_label(&dir).with_context(|| format!("--pred {spec}"))?;
+        sets.push((name, placeholder, pairs));
     }
 
-    let total = sets.iter().map(|(_, p)| p.len() as u64).sum();
+    let total = sets.iter().map(|(_, _, p)| p.len() as u64).sum();
     let bar = super::progress::bar(total, "eval");
     let mut methods = Vec::new();
-    for (name, pairs) in sets {
+    for (name, placeholder, pairs) in sets {
         let metrics = score_pairs(&pairs, &cfg, || bar.inc(1))?;
-        for note in &metrics.notes {
-            eprintln!("stars eval: {name}: {note}");
+        let method = Method {
+            name,
+            metrics,
+            placeholder,
+        };
+        for note in &method.metrics.notes {
+            eprintln!("stars eval: {}: {note}", method.label());
         }
-        methods.push(Method { name, metrics });
+        methods.push(method);
     }
     bar.finish_and_clear();
 
     write_report(&args.out, &methods)?;
     write_plots(&args.out, &methods)?;
-    print!("{}", markdown_table(&methods));
-    println!("report written to {}", args.out.display());
+    for row in markdown_table(&methods).lines() {
+        outln!("{row}")?;
+    }
+    outln!("report written to {}", args.out.display())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 
 use crate::model::dinov2::{preprocess, Config, PosInterp};
-use crate::model::weights::{self, manifest, LoadOptions, LoadedBackbone};
+use crate::model::weights::{self, manifest, LoadOptions, LoadedBackbone, PLACEHOLDER_BLOCKS};
 
 /// Arguments of `stars features`.
 #[derive(clap::Args, Debug)]
@@ -44,7 +44,8 @@ pub struct Args {
     #[arg(long, value_name = "K")]
     layer: Option<usize>,
     /// Use deterministic random weights instead of a checkpoint: a labelled placeholder whose
-    /// features mean nothing.
+    /// features mean nothing. Without --layer its output is the patch embedding alone (a random
+    /// linear projection of each patch), as the detector's placeholder backbone.
     #[arg(long, conflicts_with = "weights")]
     random_weights: bool,
     /// Architecture for --random-weights.
@@ -112,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     other.color()
                 ),
             };
-            preprocess(&rgb, &device)
+            preprocess(&rgb, backbone.model.config().patch_size, &device)
                 .with_context(|| format!("preparing {}", png.display()))?
                 .0
         }
@@ -120,15 +121,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         _ => bail!("give one input: --image PNG or --input-npy X.npy"),
     };
     let final_norm = !args.no_final_norm;
-    let started = std::time::Instant::now();
-    let tokens = match args.layer {
-        Some(k) => backbone
-            .intermediate_layers(&x, &[k], final_norm)?
-            .remove(0),
-        None => backbone.patch_tokens(&x, final_norm)?,
+    let depth = backbone.model.config().num_layers;
+    let blocks = match args.layer {
+        Some(k) => k.saturating_add(1),
+        None if backbone.source.is_random() => PLACEHOLDER_BLOCKS,
+        None => depth,
+    };
+    if blocks == 0 {
+        eprintln!("tokens: the patch embedding alone (pass --layer K for block K's)");
     }
-    .squeeze(0)?
-    .to_dtype(DType::F32)?;
+    let started = std::time::Instant::now();
+    let tokens = backbone
+        .tokens_after(&x, blocks, final_norm)?
+        .squeeze(0)?
+        .to_dtype(DType::F32)?;
     tracing::info!(
         "forward {:?} in {:.2} s",
         x.dims(),
@@ -142,7 +148,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "random_weights": backbone.source.is_random(),
         "shape": tokens.dims(),
         "final_norm": final_norm,
-        "layer": args.layer.unwrap_or(backbone.model.config().num_layers - 1),
+        // null: the patch embedding alone, before any block
+        "layer": blocks.checked_sub(1),
     });
     let label_path = args.out.with_extension("json");
     std::fs::write(&label_path, serde_json::to_string_pretty(&label)?)

@@ -8,12 +8,17 @@ use clap::{Parser, Subcommand};
 
 mod bag;
 mod calibrate;
-pub mod detect;
+mod demo;
+mod detect;
 mod eval;
 mod features;
+mod method;
+mod model;
 mod models;
 mod out;
-pub mod progress;
+mod progress;
+mod refine;
+mod run;
 mod synth;
 mod train;
 
@@ -30,6 +35,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole pipeline on generated data and write a report (start here).
+    Demo(demo::Args),
     /// Generate synthetic TALLO-layout sequences (frames, exact masks, meta.json).
     Synth(synth::Args),
     /// Convert TALLO-layout sequences to and from rosbag2 (MCAP), and inspect bags.
@@ -41,17 +48,25 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Run the FlowCLAS detector over sequences and write its anomaly maps as .npy.
     Detect(detect::Args),
+    /// Refine detector maps over time (EMA, centroid, Kalman, STARS) and write them as .npy.
+    Refine(refine::Args),
     /// Run the DINOv2 backbone on an image or a tensor and write patch tokens as .npy.
     Features(features::Args),
     /// Train the detector (FlowCLAS) on TALLO-layout data.
     #[command(subcommand)]
     Train(train::Command),
+    /// Run the four nodes (feature, detector, temporal, alert) in one process over a bag.
+    Run(run::Args),
     /// List and fetch supported pretrained weights.
     #[command(subcommand)]
     Models(models::Command),
+    /// Describe a model preset: parameters per module and per-frame cost.
+    #[command(subcommand)]
+    Model(model::Command),
 }
 
-/// Parses the command line, runs the verb and turns its result into an exit code.
+/// The `stars` command line: parses the arguments, runs the verb and turns its result into an
+/// exit code (0 success, 1 a gate failed, 2 error).
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -71,23 +86,31 @@ pub fn main() -> ExitCode {
         // variable only governs std's Backtrace::capture, not panic messages.
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
-    let result = match cli.command {
-        Command::Synth(args) => synth::run(args),
-        Command::Bag(cmd) => bag::run(cmd),
-        Command::Eval(args) => eval::run(args),
-        Command::Calibrate(args) => calibrate::run(args),
-        Command::Detect(args) => detect::run(args),
-        Command::Features(args) => features::run(args),
-        Command::Train(cmd) => train::run(cmd),
-        Command::Models(cmd) => models::run(cmd),
-    };
-    match result {
+    match execute(cli.command) {
         Ok(code) => code,
         Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stars: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs one verb.
+fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(args) => demo::run(args),
+        Command::Synth(args) => synth::run(args),
+        Command::Bag(cmd) => bag::run(cmd),
+        Command::Eval(args) => eval::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Detect(args) => detect::run(args),
+        Command::Refine(args) => refine::run(args),
+        Command::Features(args) => features::run(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Models(cmd) => models::run(cmd),
+        Command::Model(cmd) => model::run(cmd),
+        Command::Run(args) => run::run(args),
     }
 }
 

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use crate::model::weights::manifest::{self, Manifest};
 
+use super::out::outln;
+
 /// Subcommands of `stars models`.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -39,18 +41,24 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::List { cache } => {
             let cache = manifest::cache(cache.as_deref());
-            println!(
+            outln!(
                 "{:<30} {:<38} {:<10} {:>9}  cached",
-                "name", "hf_id", "arch", "registers"
-            );
+                "name",
+                "hf_id",
+                "arch",
+                "registers"
+            )?;
             for e in &manifest.models {
                 let cached = e
                     .cached(&cache)
                     .map_or("-".to_string(), |p| p.display().to_string());
-                println!(
+                outln!(
                     "{:<30} {:<38} {:<10} {:>9}  {cached}",
-                    e.name, e.hf_id, e.arch, e.registers
-                );
+                    e.name,
+                    e.hf_id,
+                    e.arch,
+                    e.registers
+                )?;
             }
         }
         Command::Fetch { name, cache } => {
@@ -64,7 +72,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 None => entry.fetch(cache)?,
             };
             entry.verify(&folder)?;
-            println!("{}", folder.display());
+            outln!("{}", folder.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -16,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::tallo::{list_sequences, load_mask, MaskIds};
+use crate::data::tallo::{load_mask, MaskIds};
 
 pub mod aupro;
 pub mod binned;
@@ -334,10 +334,11 @@ pub struct FramePair {
     pub pred: PathBuf,
 }
 
-/// Pairs every mask under `gt` (a split or one sequence, TALLO layout) with its prediction: the
-/// `.npy` at the mask's path relative to `gt`, under `pred`, with the extension swapped
-/// (`gt/seq/masks/003.png` <-> `pred/seq/masks/003.npy`). Frames without a mask are skipped;
-/// a mask without a prediction is an error.
+/// Pairs every mask under `gt` with its prediction: the `.npy` at the mask's path relative to
+/// `gt`, under `pred`, with the extension swapped (`gt/seq/masks/003.png` <->
+/// `pred/seq/masks/003.npy`). `gt` is one sequence (it holds `masks/`) or a split (its
+/// subfolders that hold `masks/`); frames are not needed. Frames under `frames/` without a
+/// mask are skipped (logged); a mask without a prediction is an error.
 pub fn pair_frames(pred: &Path, gt: &Path) -> Result<Vec<FramePair>> {
     if !pred.is_dir() {
         bail!("prediction folder {} does not exist", pred.display());
@@ -345,18 +346,22 @@ pub fn pair_frames(pred: &Path, gt: &Path) -> Result<Vec<FramePair>> {
     let mut pairs = Vec::new();
     let mut missing = Vec::new();
     let mut unmasked = 0usize;
-    for seq in list_sequences(gt).context("reading the ground truth")? {
-        for frame in &seq.frames {
-            let Some(mask) = &frame.mask else {
-                unmasked += 1;
-                continue;
-            };
+    for seq in mask_sequences(gt).context("reading the ground truth")? {
+        let masks = numbered_files(&seq.join("masks"), "png")?;
+        if seq.join("frames").is_dir() {
+            let frames = numbered_files(&seq.join("frames"), "png")?;
+            unmasked += frames
+                .iter()
+                .filter(|(i, _)| masks.binary_search_by_key(i, |(j, _)| *j).is_err())
+                .count();
+        }
+        for (_, mask) in masks {
             let rel = mask
                 .strip_prefix(gt)
                 .with_context(|| format!("{} is not under {}", mask.display(), gt.display()))?;
             let pair = FramePair {
-                mask: mask.clone(),
                 pred: pred.join(rel).with_extension("npy"),
+                mask,
             };
             if pair.pred.is_file() {
                 pairs.push(pair);
@@ -383,6 +388,57 @@ pub fn pair_frames(pred: &Path, gt: &Path) -> Result<Vec<FramePair>> {
         );
     }
     Ok(pairs)
+}
+
+/// The sequence folders under `root` that hold `sub/`: `root` itself when it does, else its
+/// subfolders that do, sorted by name.
+pub fn sequence_dirs(root: &Path, sub: &str) -> Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        bail!("{} is not a directory", root.display());
+    }
+    if root.join(sub).is_dir() {
+        return Ok(vec![root.to_path_buf()]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(sub).is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The sequences of a ground-truth tree: folders holding `masks/` (see [`sequence_dirs`]).
+fn mask_sequences(gt: &Path) -> Result<Vec<PathBuf>> {
+    let dirs = sequence_dirs(gt, "masks")?;
+    if dirs.is_empty() {
+        bail!(
+            "{} holds no masks (expected SEQ/masks/NNN.png or SPLIT/SEQ/masks/NNN.png)",
+            gt.display()
+        );
+    }
+    Ok(dirs)
+}
+
+/// The files `NNN.<ext>` of `dir` (numeric stem, extension matched case-insensitively) as
+/// (index, path), sorted by index; other files are ignored.
+pub fn numbered_files(dir: &Path, ext: &str) -> Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+        {
+            if let Some(index) = path.file_stem().and_then(|s| s.to_str()?.parse().ok()) {
+                out.push((index, path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads an anomaly map `.npy` (f32, or another float type converted to f32) of shape

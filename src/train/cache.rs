@@ -1,6 +1,7 @@
 //! On-disk cache of backbone features per training view, so the flow trains on CPU without
 //! re-running the backbone every epoch. One safetensors file per view, named by the SHA-256 of
-//! the backbone description and the view's full recipe (frame, crop, flips, paste).
+//! its key: the caller's backbone description, the view's full recipe (frame, crop, flips,
+//! paste) and a digest of the files it reads (`train::detector`).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,22 @@ impl FeatureCache {
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(((features, labels), false))
     }
+}
+
+/// SHA-256 over the bytes of `files` (each length-prefixed), hex: cache keys name content, so a
+/// file replaced at the same path never reuses stale entries.
+pub fn digest_files(files: &[&std::path::Path]) -> Result<String> {
+    let mut hasher = Sha256::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 #[cfg(test)]

@@ -140,7 +140,9 @@ struct ViewSpec {
 }
 
 /// Trains (or resumes) a detector on the split `data`, writing checkpoints to `out` at the start
-/// (untrained) and after every epoch. Returns the mean losses of the epochs run now.
+/// (untrained) and after every epoch, reporting each step into `progress`
+/// ([`crate::progress::Silent`] for none). Returns the mean losses of the epochs run now.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     data: &Path,
     out: &Path,
@@ -149,30 +151,7 @@ pub fn train(
     settings: &Settings,
     cache: &FeatureCache,
     resume: bool,
-) -> Result<Vec<EpochLoss>> {
-    train_with_progress(
-        data,
-        out,
-        backbone,
-        backbone_arch,
-        settings,
-        cache,
-        resume,
-        &crate::progress::Silent,
-    )
-}
-
-/// [`train`], reporting each step into `progress`.
-#[allow(clippy::too_many_arguments)]
-pub fn train_with_progress(
-    data: &Path,
-    out: &Path,
-    backbone: &dyn FeatureExtractor,
-    backbone_arch: &str,
-    settings: &Settings,
-    cache: &FeatureCache,
-    resume: bool,
-    bar: &dyn crate::progress::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Vec<EpochLoss>> {
     let device = Device::Cpu;
     let ids = MaskIds::default();
@@ -197,6 +176,7 @@ pub fn train_with_progress(
             state,
             backbone_arch: backbone_arch.to_string(),
             backbone_weights: backbone.describe(),
+            backbone_blocks: backbone.blocks(),
             step: 0,
             epoch: 0,
             training: serde_json::Value::Null,
@@ -225,7 +205,7 @@ pub fn train_with_progress(
         meta.training = serde_json::json!({ "settings": settings, "epoch_losses": history });
         flowclas::save(out, &vars, &meta)?;
     }
-    bar.set_length(total_steps.saturating_sub(meta.step) as u64);
+    progress.set_length(total_steps.saturating_sub(meta.step) as u64);
     for epoch in meta.epoch..settings.epochs {
         let mut order: Vec<usize> = (0..frames.len()).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(
@@ -264,8 +244,8 @@ pub fn train_with_progress(
             sum.total += t;
             sum.nll += nll;
             sum.contrastive += con;
-            bar.set_message(format!("epoch {} loss {t:.4}", epoch + 1));
-            bar.inc(1);
+            progress.set_message(format!("epoch {} loss {t:.4}", epoch + 1));
+            progress.inc(1);
         }
         let n = steps_per_epoch as f64;
         let mean = EpochLoss {
@@ -279,7 +259,7 @@ pub fn train_with_progress(
         meta.training = serde_json::json!({ "settings": settings, "epoch_losses": history });
         flowclas::save(out, &vars, &meta)?;
     }
-    bar.finish();
+    progress.finish();
     Ok(run_losses)
 }
 
@@ -496,23 +476,12 @@ fn load_batch(
 /// SHA-256 of the bytes of every file a view reads (frame, mask, pasted source frame and mask),
 /// so replacing a file at the same path never reuses stale cached features.
 fn content_digest(spec: &ViewSpec) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    let mut files = vec![&spec.image, &spec.mask];
+    let mut files = vec![spec.image.as_path(), spec.mask.as_path()];
     if let Some((source, _)) = &spec.paste {
         files.push(&source.image);
         files.push(&source.mask);
     }
-    for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(&bytes);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    super::cache::digest_files(&files)
 }
 
 /// Draws the mixed view of `frame` and its outlier-source view.

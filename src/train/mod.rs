@@ -6,4 +6,6 @@
 pub mod cache;
 pub mod detector;
 pub mod loss;
+pub mod refiner;
+pub mod refiner_loss;
 pub mod schedule;

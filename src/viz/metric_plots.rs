@@ -66,7 +66,7 @@ pub fn write_plots(out: &Path, methods: &[Method]) -> Result<Vec<PathBuf>> {
         methods
             .iter()
             .map(|m| Series {
-                label: format!("{} ({what} {})", m.name, fmt_metric(value(&m.metrics))),
+                label: format!("{} ({what} {})", m.label(), fmt_metric(value(&m.metrics))),
                 points: points(&m.metrics),
             })
             .collect::<Vec<_>>()

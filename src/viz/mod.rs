@@ -1,5 +1,6 @@
-//! Pictures: colormaps and mask palettes, contact sheets, metric plots.
+//! Pictures: colormaps and mask palettes, heat overlays, contact sheets, metric plots.
 pub mod colormap;
 pub mod contact_sheet;
 pub mod metric_plots;
+pub mod overlay;
 pub mod plot;

@@ -96,3 +96,37 @@ pub fn assert_success(out: &Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// True where a ROS 2 is sourced (`ros2` runs), so replay checks with `ros2 bag play` can run.
+pub fn ros2_sourced() -> bool {
+    std::env::var_os("AMENT_PREFIX_PATH").is_some_and(|p| !p.is_empty())
+        && Command::new("ros2")
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// With ROS 2 sourced: `ros2 bag play` of `bag` into reliable rclpy subscribers (run by
+/// `/usr/bin/python3`, see `test/fixtures/ros2_replay_check.py`); returns its JSON report, or
+/// `None` (after reporting the skip) where no ROS 2 is sourced.
+pub fn ros2_replay(bag: &Path) -> Option<serde_json::Value> {
+    if !ros2_sourced() {
+        skip("no ROS 2 sourced (source a ROS 2 Jazzy setup.bash to run it)");
+        return None;
+    }
+    // A domain of its own, so other ROS 2 processes on this machine neither see nor feed it.
+    let domain = 10 + std::process::id() % 90;
+    let out = Command::new("/usr/bin/python3")
+        .arg(repo().join("test/fixtures/ros2_replay_check.py"))
+        .args([bag.to_str().expect("utf-8 path"), "60"])
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .output()
+        .expect("/usr/bin/python3 runs");
+    assert!(
+        out.status.success(),
+        "ros2_replay_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("the replay check prints JSON"))
+}

@@ -153,6 +153,9 @@ pub struct Dinov2 {
 impl Dinov2 {
     /// Builds the model from `vb` in torch-hub naming.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        if cfg.patch_size == 0 {
+            bail!("patch size 0: patches are at least 1 pixel wide");
+        }
         if cfg.num_heads == 0 || cfg.hidden_size % cfg.num_heads != 0 {
             bail!(
                 "hidden size {} is not divisible into {} heads",
@@ -206,8 +209,8 @@ impl Dinov2 {
         Tensor::cat(&[cls, patches], 1)
     }
 
-    /// Tokens entering the first block: [cls, registers, patches], and the patch grid.
-    fn embed(&self, x: &Tensor) -> Result<(Tensor, usize, usize)> {
+    /// Checks a (B, 3, H, W) input and returns its batch size and patch grid.
+    fn grid_of(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
         let (b, channels, h, w) = x.dims4()?;
         let p = self.cfg.patch_size;
         if channels != 3 {
@@ -216,10 +219,24 @@ impl Dinov2 {
         if b == 0 {
             bail!("input batch is empty");
         }
-        if h == 0 || w == 0 || h % p != 0 || w % p != 0 {
+        if p == 0 || h == 0 || w == 0 || h % p != 0 || w % p != 0 {
             bail!("input is {h}x{w}, expected a non-empty multiple of the patch size {p}");
         }
-        let (grid_h, grid_w) = (h / p, w / p);
+        Ok((b, h / p, w / p))
+    }
+
+    /// The patch embedding alone, (B, H/p, W/p, C): one linear projection per patch, without
+    /// the class token, the position embedding or any block.
+    pub fn patch_embeddings(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, grid_h, grid_w) = self.grid_of(x)?;
+        self.patch_embed
+            .forward(&x.to_dtype(self.pos_embed.dtype())?)?
+            .reshape((b, grid_h, grid_w, self.cfg.hidden_size))
+    }
+
+    /// Tokens entering the first block: [cls, registers, patches], and the patch grid.
+    fn embed(&self, x: &Tensor) -> Result<(Tensor, usize, usize)> {
+        let (b, grid_h, grid_w) = self.grid_of(x)?;
         let c = self.cfg.hidden_size;
         let patches = self
             .patch_embed

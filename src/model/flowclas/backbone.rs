@@ -7,7 +7,9 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::model::dinov2::{self, preprocess, Padding, PosInterp};
-use crate::model::weights::{load_dinov2, random_dinov2, LoadOptions, LoadedBackbone};
+use crate::model::weights::{
+    load_dinov2, random_dinov2, LoadOptions, LoadedBackbone, PLACEHOLDER_BLOCKS,
+};
 
 /// Label carried by every output made with a random backbone.
 pub const RANDOM_BACKBONE_LABEL: &str = "PLACEHOLDER_RANDOM_BACKBONE";
@@ -20,12 +22,13 @@ const RANDOM_SEED: u64 = 0;
 pub struct Embedded {
     /// Patch features `(1, C, Hp, Wp)`, f32.
     pub features: Tensor,
-    /// The frame inside the padded (multiple of 14) input.
+    /// The frame inside the padded (multiple of the patch size) input.
     pub padding: Padding,
 }
 
-/// Frame -> patch features.
-pub trait FeatureExtractor {
+/// Frame -> patch features. `Send + Sync` so one loaded backbone serves the feature and the
+/// detector stages of the node graph at once.
+pub trait FeatureExtractor: Send + Sync {
     /// Which backbone and which weights (keys the feature cache; printed in reports).
     fn describe(&self) -> String;
     /// Feature channels.
@@ -34,18 +37,48 @@ pub trait FeatureExtractor {
     fn is_random(&self) -> bool;
     /// Embeds one RGB frame.
     fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded>;
+    /// Backbone blocks run before the tokens are read (0: the patch embedding alone), for
+    /// backbones made of blocks.
+    fn blocks(&self) -> Option<usize> {
+        None
+    }
 }
 
-/// DINOv2 as FlowCLAS uses it: ALLO normalisation, centred zero padding to a multiple of 14,
-/// patch tokens after the last block without the final LayerNorm.
+/// Side of the square the frame is resized to for STARS's feature input (spec: 224, a 16x16
+/// patch grid spanning the whole frame).
+pub const REFINER_INPUT_SIZE: u32 = 224;
+
+/// The patch features `(1, C, gh, gw)` of `frame` resized to `side` x `side`: the grid spans
+/// the whole frame (no padding), which is how the feature node feeds STARS.
+pub fn resized_features(
+    extractor: &dyn FeatureExtractor,
+    frame: &RgbImage,
+    side: u32,
+) -> anyhow::Result<Tensor> {
+    let resized = image::imageops::resize(frame, side, side, image::imageops::FilterType::Triangle);
+    Ok(extractor.embed(&resized)?.features)
+}
+
+/// DINOv2 as FlowCLAS uses it: ALLO normalisation, centred zero padding to a multiple of the
+/// patch size, patch tokens after `blocks` blocks (FlowCLAS: all of them) without the final
+/// LayerNorm.
 pub struct Dinov2Features {
     backbone: LoadedBackbone,
+    blocks: usize,
     device: Device,
 }
 
 impl FeatureExtractor for Dinov2Features {
     fn describe(&self) -> String {
-        self.backbone.describe()
+        let depth = self.backbone.model.config().num_layers;
+        match self.blocks {
+            b if b == depth => self.backbone.describe(),
+            0 => format!("{}, patch embedding only", self.backbone.describe()),
+            b => format!(
+                "{}, tokens after block {b} of {depth}",
+                self.backbone.describe()
+            ),
+        }
     }
 
     fn channels(&self) -> usize {
@@ -57,10 +90,15 @@ impl FeatureExtractor for Dinov2Features {
     }
 
     fn embed(&self, image: &RgbImage) -> anyhow::Result<Embedded> {
-        let (x, padding) = preprocess(image, &self.device)?;
-        let tokens = self.backbone.patch_tokens(&x, false)?; // (1, Hp, Wp, C)
+        let patch = self.backbone.model.config().patch_size;
+        let (x, padding) = preprocess(image, patch, &self.device)?;
+        let tokens = self.backbone.tokens_after(&x, self.blocks, false)?; // (1, Hp, Wp, C)
         let features = tokens.permute((0, 3, 1, 2))?.contiguous()?;
         Ok(Embedded { features, padding })
+    }
+
+    fn blocks(&self) -> Option<usize> {
+        Some(self.blocks)
     }
 }
 
@@ -94,11 +132,14 @@ pub fn detector_load_options() -> LoadOptions {
 }
 
 /// Opens the DINOv2 backbone: `weights` when given, else the random placeholder of `arch`
-/// when `random`, else an error telling the user which flag to pass.
+/// when `random`, else an error telling the user which flag to pass. The detector reads the
+/// tokens after `blocks` blocks; `None` means FlowCLAS's last block for real weights and
+/// [`PLACEHOLDER_BLOCKS`] for the random placeholder.
 pub fn open(
     arch: &str,
     weights: Option<&Path>,
     random: bool,
+    blocks: Option<usize>,
 ) -> anyhow::Result<Box<dyn FeatureExtractor>> {
     let device = Device::Cpu;
     let backbone = match (weights, random) {
@@ -110,5 +151,18 @@ pub fn open(
              --random-weights for a placeholder run labelled as such"
         ),
     };
-    Ok(Box::new(Dinov2Features { backbone, device }))
+    let depth = backbone.model.config().num_layers;
+    let blocks = match blocks {
+        Some(b) if b > depth => {
+            bail!("--backbone-blocks {b}: the backbone has {depth} blocks (0 to {depth})")
+        }
+        Some(b) => b,
+        None if backbone.source.is_random() => PLACEHOLDER_BLOCKS,
+        None => depth,
+    };
+    Ok(Box::new(Dinov2Features {
+        backbone,
+        blocks,
+        device,
+    }))
 }

@@ -1,14 +1,14 @@
 //! Detector checkpoints: `detector.safetensors` (trainable weights) + `detector.json` (config,
 //! permutations, ActNorm flag, backbone, training progress).
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use super::{Config, FlowClas, FlowState};
+use crate::model::checkpoint_files;
 
 /// File name of the trainable weights inside a checkpoint directory.
 pub const DETECTOR_WEIGHTS: &str = "detector.safetensors";
@@ -26,6 +26,10 @@ pub struct CheckpointMeta {
     pub backbone_arch: String,
     /// Human description of the backbone weights used for training (random ones say so).
     pub backbone_weights: String,
+    /// Backbone blocks run before the features were read (0: the patch embedding alone);
+    /// absent in checkpoints written before it was recorded, which read the last block.
+    #[serde(default)]
+    pub backbone_blocks: Option<usize>,
     /// Optimiser steps taken so far.
     pub step: usize,
     /// Epochs completed so far.
@@ -36,29 +40,16 @@ pub struct CheckpointMeta {
 
 /// Writes `vars` and `meta` into `dir` (created if needed).
 pub fn save(dir: &Path, vars: &VarMap, meta: &CheckpointMeta) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let weights = dir.join(DETECTOR_WEIGHTS);
-    vars.save(&weights)
-        .with_context(|| format!("writing {}", weights.display()))?;
-    let json = dir.join(DETECTOR_JSON);
-    std::fs::write(&json, serde_json::to_string_pretty(meta)?)
-        .with_context(|| format!("writing {}", json.display()))
+    checkpoint_files::save(dir, DETECTOR_WEIGHTS, vars, DETECTOR_JSON, meta)
 }
 
 /// Reads only the JSON half of a checkpoint.
 pub fn load_meta(dir: &Path) -> Result<CheckpointMeta> {
-    let json = dir.join(DETECTOR_JSON);
-    let text = std::fs::read_to_string(&json).with_context(|| {
-        format!(
-            "reading {} (is {} a detector checkpoint?)",
-            json.display(),
-            dir.display()
-        )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))
+    checkpoint_files::load_meta(dir, DETECTOR_JSON, "a detector")
 }
 
-/// Loads a checkpoint; every tensor the config needs must be present with its exact shape.
+/// Loads a checkpoint; every tensor the config needs must be present with its exact shape, and
+/// no other tensor may be there.
 pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, CheckpointMeta)> {
     let meta = load_meta(dir)?;
     let vars = VarMap::new();
@@ -70,8 +61,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, Checkpoint
         )
     })?;
     let path = dir.join(DETECTOR_WEIGHTS);
-    let stored: HashMap<String, Tensor> = candle_core::safetensors::load(&path, device)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let stored = checkpoint_files::read_tensors(&path, device)?;
     if let Some(rein) = stored.keys().find(|k| k.starts_with("rein")) {
         bail!(
             "{} carries Rein adapters (`{rein}`): they belong in the backbone weights file \
@@ -79,27 +69,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, Checkpoint
             path.display()
         );
     }
-    let data = vars.data().lock().expect("var map lock is not poisoned");
-    for (name, var) in data.iter() {
-        let t = stored
-            .get(name)
-            .with_context(|| format!("{} lacks tensor `{name}`", path.display()))?;
-        if t.dims() != var.dims() {
-            bail!(
-                "{}: tensor `{name}` is {:?} but the config needs {:?}",
-                path.display(),
-                t.dims(),
-                var.dims()
-            );
-        }
-        var.set(&t.to_dtype(DType::F32)?)?;
-    }
-    if let Some(extra) = stored.keys().find(|k| !data.contains_key(*k)) {
-        bail!(
-            "{}: unexpected tensor `{extra}` (config mismatch?)",
-            path.display()
-        );
-    }
-    drop(data);
+    checkpoint_files::fill(&vars, &stored, &path)?;
     Ok((model, vars, meta))
 }

@@ -441,21 +441,23 @@ impl FlowClas {
         p.broadcast_div(&norm)
     }
 
-    /// Anomaly map M = 1 - bilinear(exp(l)) at the padded input size, cropped back to the frame
-    /// with `padding`; `(B, padding.height, padding.width)` in [0, 1].
+    /// Anomaly map M = 1 - bilinear(exp(l)) at the padded input size (the patch grid times
+    /// `padding.patch`), cropped back to the frame with `padding`; `(B, padding.height, padding.width)` in [0, 1].
     pub fn anomaly_map(&self, features: &Tensor, padding: Padding) -> Result<Tensor> {
         let (z, _) = self.forward(features)?;
         let p = self.patch_log_likelihood(&z)?.exp()?;
         let (_, h, w) = p.dims3()?;
         let (ph, pw) = (padding.padded_height(), padding.padded_width());
-        if (ph, pw) != (14 * h, 14 * w)
+        let patch = padding.patch;
+        if patch == 0
+            || (ph, pw) != (patch * h, patch * w)
             || padding.top + padding.height > ph
             || padding.left + padding.width > pw
         {
             bail!(
                 "padding {padding:?} does not fit a {h}x{w} patch grid ({}x{} pixels)",
-                14 * h,
-                14 * w
+                patch * h,
+                patch * w
             )
         }
         let dev = p.device();

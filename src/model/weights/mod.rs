@@ -128,10 +128,23 @@ impl LoadedBackbone {
         }
     }
 
-    /// Patch tokens after the last block, (B, H/14, W/14, C): what FlowCLAS reads (without
+    /// Patch tokens after the last block, (B, H/p, W/p, C): what FlowCLAS reads (without
     /// the final LayerNorm).
     pub fn patch_tokens(&self, x: &Tensor, final_norm: bool) -> candle_core::Result<Tensor> {
-        let last = self.model.config().num_layers.saturating_sub(1);
+        self.tokens_after(x, self.model.config().num_layers, final_norm)
+    }
+
+    /// Patch tokens after the first `blocks` blocks, (B, H/p, W/p, C); `blocks` 0 is the
+    /// patch embedding alone (no position embedding, no final LayerNorm).
+    pub fn tokens_after(
+        &self,
+        x: &Tensor,
+        blocks: usize,
+        final_norm: bool,
+    ) -> candle_core::Result<Tensor> {
+        let Some(last) = blocks.checked_sub(1) else {
+            return self.model.patch_embeddings(x);
+        };
         let mut out = self.intermediate_layers(x, &[last], final_norm)?;
         out.pop()
             .ok_or_else(|| candle_core::Error::Msg("model has no blocks".into()))
@@ -353,12 +366,15 @@ fn infer_config(
     };
     let proj = dims("patch_embed.proj.weight")?;
     let pos = dims("pos_embed")?;
-    let [hidden, _, patch, _] = proj[..] else {
-        bail!("patch_embed.proj.weight has shape {proj:?}, expected (C, 3, p, p)");
+    let (hidden, patch) = match proj[..] {
+        [c, 3, p, q] if c > 0 && p > 0 && p == q => (c, p),
+        _ => {
+            bail!("patch_embed.proj.weight has shape {proj:?}, expected (C, 3, p, p) with C, p > 0")
+        }
     };
     let pos_grid = (pos.get(1).copied().unwrap_or(0).saturating_sub(1) as f64).sqrt() as usize;
-    if pos.len() != 3 || pos[1] != 1 + pos_grid * pos_grid {
-        bail!("pos_embed has shape {pos:?}, expected (1, 1 + M*M, C)");
+    if pos.len() != 3 || pos_grid == 0 || pos[1] != 1 + pos_grid * pos_grid || pos[2] != hidden {
+        bail!("pos_embed has shape {pos:?}, expected (1, 1 + M*M, {hidden}) with M > 0");
     }
     let num_layers = (0..)
         .take_while(|i| tensors.contains_key(&format!("blocks.{i}.norm1.weight")))
@@ -366,15 +382,22 @@ fn infer_config(
     if num_layers == 0 {
         bail!("checkpoint has no transformer blocks (blocks.0.norm1.weight is missing)");
     }
-    let num_register_tokens = match tensors.get("register_tokens") {
-        Some(t) => t.dim(1)?,
+    let num_register_tokens = match tensors.get("register_tokens").map(|t| t.dims()) {
+        Some(&[1, n, c]) if c == hidden => n,
+        Some(other) => bail!("register_tokens has shape {other:?}, expected (1, n, {hidden})"),
         None => 0,
     };
     let use_swiglu = tensors.contains_key("blocks.0.mlp.w12.weight");
     let mlp_ratio = match use_swiglu {
         // the 2/3 rule is not invertible; every SwiGLU DINOv2 uses 4
         true => 4.0,
-        false => dims("blocks.0.mlp.fc1.weight")?[0] as f64 / hidden as f64,
+        false => match dims("blocks.0.mlp.fc1.weight")?[..] {
+            [rows, cols] if rows > 0 && cols == hidden => rows as f64 / hidden as f64,
+            ref other => bail!(
+                "blocks.0.mlp.fc1.weight has shape {other:?}, expected (hidden, {hidden}) \
+                 with hidden > 0"
+            ),
+        },
     };
     Ok(Config {
         hidden_size: hidden,
@@ -520,6 +543,12 @@ fn join(tensors: &mut HashMap<String, Tensor>, joined: &str, parts: &[&str]) -> 
     }
     Ok(())
 }
+
+/// Blocks of the random placeholder whose tokens the detector and `stars features` read by
+/// default: 0, the patch embedding alone. A random ViT's blocks wash out the local appearance a
+/// density model needs; a random linear projection of each patch keeps it (measured in
+/// docs/detector.md, "Placeholder backbone").
+pub const PLACEHOLDER_BLOCKS: usize = 0;
 
 /// A backbone with deterministic random weights; only for runs that ask for it explicitly
 /// (`--random-weights`): its features mean nothing.

@@ -1,0 +1,347 @@
+//! The node graph in one process: each [`Node`] is a tokio task with one bounded queue per
+//! subscribed topic, and [`Graph`] routes every publication to the queues of its subscribers.
+//!
+//! Drop policy: a full queue drops its OLDEST message and counts it (per stage and topic), so a
+//! slow stage works on the newest data and memory stays bounded by the queue depths; nothing
+//! queues without bound. In lossless mode (`stars run --rate max`) the player instead waits
+//! after each input until the whole graph is idle ([`Graph::settle`]), so nothing is dropped
+//! and the output is deterministic; the feature and detector stages still run concurrently.
+//!
+//! Node logic runs on tokio's blocking pool (model inference is CPU-bound); publishing is a
+//! lock and a push. The input clock reaches the nodes through [`Graph::tick`], after the
+//! messages published before it.
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{Bus, Msg, Node};
+
+/// One subscription's bounded queue.
+struct TopicQueue {
+    topic: &'static str,
+    depth: usize,
+    items: VecDeque<(u64, Arc<Msg>)>,
+    dropped: u64,
+    high_water: usize,
+}
+
+/// What waits for one stage: its subscriptions' queues and the newest clock tick.
+#[derive(Default)]
+struct InboxState {
+    queues: Vec<TopicQueue>,
+    clock: Option<i64>,
+    closed: bool,
+}
+
+/// A stage's input side.
+struct Inbox {
+    state: Mutex<InboxState>,
+    wake: Notify,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Work taken from an inbox.
+enum Work {
+    Message(&'static str, Arc<Msg>),
+    Clock(i64),
+    Closed,
+}
+
+/// Outstanding work in the graph (queued messages, pending ticks, running handlers), so
+/// lossless replay knows when everything published so far has been handled.
+#[derive(Default)]
+struct Inflight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Inflight {
+    fn add(&self, n: usize) {
+        self.count.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn done(&self, n: usize) {
+        if n > 0 && self.count.fetch_sub(n, Ordering::SeqCst) == n {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+/// The router: topic -> (stage inbox, queue index).
+struct Router {
+    routes: HashMap<&'static str, Vec<(Arc<Inbox>, usize)>>,
+    seq: AtomicU64,
+    inflight: Arc<Inflight>,
+}
+
+impl Bus for Router {
+    fn publish(&self, topic: &str, msg: Arc<Msg>) {
+        let Some(routes) = self.routes.get(topic) else {
+            return;
+        };
+        // Every subscriber's queue receives the message under one set of locks, so no stage
+        // can handle a reply to it (a detector map of this frame) before another stage has
+        // been given the message itself; locks are taken in address order, so two publishers
+        // never wait on each other in a cycle.
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by_key(|&i| Arc::as_ptr(&routes[i].0));
+        let mut guards: Vec<(usize, MutexGuard<'_, InboxState>)> = Vec::new();
+        for i in order {
+            let inbox = &routes[i].0;
+            if guards
+                .last()
+                .is_some_and(|(j, _)| Arc::ptr_eq(&routes[*j].0, inbox))
+            {
+                continue; // one lock per inbox
+            }
+            guards.push((i, inbox.lock()));
+        }
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        for (inbox, q) in routes {
+            let (_, state) = guards
+                .iter_mut()
+                .find(|(j, _)| Arc::ptr_eq(&routes[*j].0, inbox))
+                .expect("every inbox of the topic is locked");
+            let queue = &mut state.queues[*q];
+            self.inflight.add(1);
+            queue.items.push_back((seq, msg.clone()));
+            if queue.items.len() > queue.depth {
+                queue.items.pop_front();
+                queue.dropped += 1;
+                self.inflight.done(1);
+            }
+            queue.high_water = queue.high_water.max(queue.items.len());
+        }
+        drop(guards);
+        for (inbox, _) in routes {
+            inbox.wake.notify_one();
+        }
+    }
+}
+
+/// A stage's result after the graph stops.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageReport {
+    /// The node's name.
+    pub name: &'static str,
+    /// Messages handled.
+    pub handled: u64,
+    /// Messages whose handling failed (logged, counted, skipped).
+    pub errors: u64,
+    /// Messages dropped from full queues, per subscribed topic.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// The most messages any of its queues held at once.
+    pub high_water: usize,
+    /// The node's own counters at the end.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl StageReport {
+    /// All drops of this stage.
+    pub fn total_dropped(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+struct Stage {
+    inbox: Arc<Inbox>,
+    task: JoinHandle<StageReport>,
+}
+
+/// The in-process graph. Build it inside a tokio runtime (multi-threaded: handlers run on the
+/// blocking pool).
+pub struct Graph {
+    router: Arc<Router>,
+    stages: Vec<Stage>,
+}
+
+impl Graph {
+    /// Starts one task per node; `depths[i]` is the queue depth of each of node i's
+    /// subscriptions.
+    pub fn start(nodes: Vec<(Box<dyn Node>, usize)>) -> Self {
+        let inflight = Arc::new(Inflight::default());
+        let mut routes: HashMap<&'static str, Vec<(Arc<Inbox>, usize)>> = HashMap::new();
+        let mut inboxes = Vec::new();
+        for (node, depth) in &nodes {
+            let queues: Vec<TopicQueue> = node
+                .subscriptions()
+                .into_iter()
+                .map(|topic| TopicQueue {
+                    topic,
+                    depth: (*depth).max(1),
+                    items: VecDeque::new(),
+                    dropped: 0,
+                    high_water: 0,
+                })
+                .collect();
+            let inbox = Arc::new(Inbox {
+                state: Mutex::new(InboxState {
+                    queues,
+                    ..InboxState::default()
+                }),
+                wake: Notify::new(),
+            });
+            for (i, q) in inbox.lock().queues.iter().enumerate() {
+                routes.entry(q.topic).or_default().push((inbox.clone(), i));
+            }
+            inboxes.push(inbox);
+        }
+        let router = Arc::new(Router {
+            routes,
+            seq: AtomicU64::new(0),
+            inflight,
+        });
+        let stages = nodes
+            .into_iter()
+            .zip(inboxes)
+            .map(|((node, _), inbox)| Stage {
+                task: tokio::spawn(run_stage(node, inbox.clone(), router.clone())),
+                inbox,
+            })
+            .collect();
+        Self { router, stages }
+    }
+
+    /// Publishes `msg` on `topic` (the player's input, e.g. camera frames).
+    pub fn publish(&self, topic: &str, msg: Msg) {
+        self.router.publish(topic, Arc::new(msg));
+    }
+
+    /// Advances every node's input clock to `now_ns` (after what was published before).
+    pub fn tick(&self, now_ns: i64) {
+        for stage in &self.stages {
+            let mut state = stage.inbox.lock();
+            if state.clock.is_none() {
+                self.router.inflight.add(1);
+            }
+            state.clock = Some(now_ns);
+            drop(state);
+            stage.inbox.wake.notify_one();
+        }
+    }
+
+    /// Waits until every message published so far has been handled (outputs included).
+    pub async fn settle(&self) {
+        let inflight = &self.router.inflight;
+        loop {
+            let idle = inflight.idle.notified();
+            if inflight.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            // A bounded wait guards against a missed wake-up; the count is what decides.
+            let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+        }
+    }
+
+    /// Lets the stages finish what is queued, stops them, and reports each.
+    pub async fn stop(self) -> Vec<StageReport> {
+        for stage in &self.stages {
+            stage.inbox.lock().closed = true;
+            stage.inbox.wake.notify_one();
+        }
+        let mut reports = Vec::new();
+        for stage in self.stages {
+            match stage.task.await {
+                Ok(report) => reports.push(report),
+                Err(e) => tracing::error!("a graph stage failed: {e}"),
+            }
+        }
+        reports
+    }
+}
+
+/// Takes the next work item: the oldest queued message, then a clock tick, then closure.
+fn next_work(inbox: &Inbox) -> Option<Work> {
+    let mut state = inbox.lock();
+    let oldest = state
+        .queues
+        .iter()
+        .enumerate()
+        .filter_map(|(i, q)| q.items.front().map(|(seq, _)| (*seq, i)))
+        .min();
+    if let Some((_, i)) = oldest {
+        let queue = &mut state.queues[i];
+        let (_, msg) = queue.items.pop_front()?;
+        return Some(Work::Message(queue.topic, msg));
+    }
+    if let Some(now) = state.clock.take() {
+        return Some(Work::Clock(now));
+    }
+    state.closed.then_some(Work::Closed)
+}
+
+async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Router>) -> StageReport {
+    let name = node.name();
+    let (mut handled, mut errors) = (0u64, 0u64);
+    loop {
+        let work = match next_work(&inbox) {
+            Some(Work::Closed) => break,
+            Some(work) => work,
+            None => {
+                inbox.wake.notified().await;
+                continue;
+            }
+        };
+        let is_message = matches!(work, Work::Message(..));
+        // Model inference blocks: run the handler on the blocking pool and take the node back.
+        let joined = tokio::task::spawn_blocking(move || {
+            // A panicking handler is one failed message, not a dead stage (which would stall
+            // lossless replay forever).
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+                Work::Message(topic, msg) => node.handle(topic, msg).map_err(|e| (topic, e)),
+                Work::Clock(now) => Ok(node.on_clock(now)),
+                Work::Closed => Ok(Vec::new()),
+            }))
+            .unwrap_or_else(|_| Err(("(any)", anyhow::anyhow!("handler panicked"))));
+            (node, out)
+        })
+        .await;
+        let Ok((back, out)) = joined else {
+            tracing::error!("{name}: stage cancelled");
+            router.inflight.done(1);
+            return report(name, handled, errors, &inbox, Vec::new());
+        };
+        node = back;
+        let publications = match out {
+            Ok(publications) => {
+                handled += u64::from(is_message);
+                publications
+            }
+            Err((topic, e)) => {
+                errors += 1;
+                tracing::warn!("{name}: message on {topic}: {e:#}");
+                Vec::new()
+            }
+        };
+        super::publish_all(&*router, publications);
+        router.inflight.done(1);
+    }
+    report(name, handled, errors, &inbox, node.counters())
+}
+
+fn report(
+    name: &'static str,
+    handled: u64,
+    errors: u64,
+    inbox: &Inbox,
+    counters: Vec<(&'static str, u64)>,
+) -> StageReport {
+    let state = inbox.lock();
+    StageReport {
+        name,
+        handled,
+        errors,
+        dropped: state.queues.iter().map(|q| (q.topic, q.dropped)).collect(),
+        high_water: state.queues.iter().map(|q| q.high_water).max().unwrap_or(0),
+        counters,
+    }
+}
