@@ -4,8 +4,9 @@ mod support;
 use support::stars;
 
 /// Every verb of `stars`.
-const VERBS: [&str; 12] = [
+const VERBS: [&str; 13] = [
     "demo",
+    "bench",
     "synth",
     "bag",
     "eval",

@@ -51,6 +51,8 @@ fn tiny_demo_reports_every_method_and_labels_the_placeholder() {
         "threshold.yaml",
         "eval/table.md",
         "eval/roc.png",
+        "temporal_figure.png",
+        "overlay.gif",
         "checkpoints/detector/detector.json",
         "checkpoints/refiner/refiner.json",
         "run/test/metadata.yaml",

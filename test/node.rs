@@ -576,38 +576,8 @@ fn run_rejects_bad_input_at_start_up() {
 fn run_over_a_tiny_bag_writes_every_topic_checked_by_rosbags() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (data, ckpt, bag, out) = (
-        dir.join("synth"),
-        dir.join("ckpt"),
-        dir.join("bag"),
-        dir.join("out"),
-    );
-    support::assert_success(&stars(&[
-        "synth",
-        "--preset",
-        "tiny",
-        "--splits",
-        "train,test",
-        "--max-sequences",
-        "2",
-        "--out",
-        s(&data),
-        "--seed",
-        "3",
-    ]));
-    support::assert_success(&stars(&[
-        "train",
-        "detector",
-        "--data",
-        s(&data.join("train")),
-        "--out",
-        s(&ckpt),
-        "--preset",
-        "tiny",
-        "--epochs",
-        "1",
-        "--random-weights",
-    ]));
+    let (data, ckpt) = tiny_detector(dir, "train,test", "2", "3");
+    let (bag, out) = (dir.join("bag"), dir.join("out"));
     support::assert_success(&stars(&[
         "bag",
         "from-tallo",
@@ -629,10 +599,14 @@ fn run_over_a_tiny_bag_writes_every_topic_checked_by_rosbags() {
         s(&threshold),
         "--rate",
         "max",
+        "--gif",
+        s(&dir.join("overlays.gif")),
     ]);
     support::assert_success(&run);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("PLACEHOLDER_RANDOM_BACKBONE"), "{stdout}");
+    let gif = std::fs::read(dir.join("overlays.gif")).unwrap();
+    assert!(gif.starts_with(b"GIF89a"), "--gif wrote no GIF");
     // Where ROS 2 is sourced, the output bag replays: every recorded message reaches a reliable
     // subscriber, and `ros2 bag info` counts them all.
     if let Some(replay) = support::ros2_replay(&out) {
@@ -698,21 +672,27 @@ fn run_over_a_tiny_bag_writes_every_topic_checked_by_rosbags() {
     assert_eq!(topic(topics::GT_MASK)["count"].as_u64(), Some(frames));
 }
 
-/// A tiny detector checkpoint trained for one epoch on a random backbone.
-fn tiny_detector(dir: &Path) -> std::path::PathBuf {
+/// Synthetic tiny `splits` (at most `sequences` each, seed `seed`) in DIR/synth and a tiny
+/// detector trained on their train split for one epoch on a random backbone, in DIR/ckpt.
+fn tiny_detector(
+    dir: &Path,
+    splits: &str,
+    sequences: &str,
+    seed: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let (data, ckpt) = (dir.join("synth"), dir.join("ckpt"));
     support::assert_success(&stars(&[
         "synth",
         "--preset",
         "tiny",
         "--splits",
-        "train",
+        splits,
         "--max-sequences",
-        "1",
+        sequences,
         "--out",
         s(&data),
         "--seed",
-        "4",
+        seed,
     ]));
     support::assert_success(&stars(&[
         "train",
@@ -727,14 +707,14 @@ fn tiny_detector(dir: &Path) -> std::path::PathBuf {
         "1",
         "--random-weights",
     ]));
-    ckpt
+    (data, ckpt)
 }
 
 #[test]
 fn run_over_a_damaged_bag_keeps_what_was_processed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ckpt = tiny_detector(dir);
+    let (_, ckpt) = tiny_detector(dir, "train", "1", "4");
     // Five frames, each followed by a mask big enough (4.4 MB) to close the bag's chunk, so
     // every frame sits in its own chunk; then the last chunk is damaged.
     let bag_dir = dir.join("bag");

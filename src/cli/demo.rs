@@ -17,6 +17,8 @@ use crate::model::flowclas::backbone::RANDOM_BACKBONE_LABEL;
 const BASELINES: [&str; 3] = ["kalman", "centroid", "ema"];
 /// Name of the Fig. 4-style figure.
 const FIGURE: &str = "temporal_figure.png";
+/// Name of the animation of the graph's overlays.
+const OVERLAY_GIF: &str = "overlay.gif";
 /// Name of the machine-readable summary.
 pub const RESULTS_JSON: &str = "results.json";
 
@@ -30,7 +32,8 @@ Examples:
 
 Writes OUT/results.json ({\"weights\": .., \"methods\": {\"flowclas\": {\"auroc\", \"ap\", \"fpr95\",
 \"aupro\"}, \"stars\": .., \"kalman\": .., \"centroid\": .., \"ema\": ..}}), OUT/index.md linking the
-table and the ROC/PR/PRO plots in OUT/eval/, the trained checkpoints in OUT/checkpoints/detector
+table and the ROC/PR/PRO plots in OUT/eval/, a Fig. 4-style figure (temporal_figure.png), the
+graph's overlays of one sequence (overlay.gif), the trained checkpoints in OUT/checkpoints/detector
 and OUT/checkpoints/refiner (ready for `stars run --detector/--refiner`), the threshold in
 OUT/threshold.yaml, and the graph's output bag in OUT/run/test. Without --backbone-weights the
 backbone is the labelled random placeholder and every number says so.")]
@@ -271,8 +274,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     step(&eval)?;
 
     let figure = out.join(FIGURE);
-    temporal_figure(&data.join("test"), &maps, &figure)?;
+    let shown = temporal_figure(&data.join("test"), &maps, &figure)?;
     eprintln!("figure: {}", figure.display());
+    let gif = out.join(OVERLAY_GIF);
+    super::run::overlay_gif(&bag_out, Some(&shown), &gif)?;
+    eprintln!("overlays of {shown}: {}", gif.display());
     let results = write_results(out, &weights_label, args.backbone_weights.is_none())?;
     write_index(out, &args, &weights_label)?;
     outln!("\n{results}")?;
@@ -350,6 +356,8 @@ fn write_index(out: &Path, args: &Args, weights: &str) -> Result<()> {
          - plots: [ROC](eval/roc.png), [PR](eval/pr.png), [PRO](eval/pro.png)\n\
          - three consecutive test frames (rows: frame, FlowCLAS, STARS, ground truth): \
          [{FIGURE}]({FIGURE})\n\
+         - the graph's `/stars/refined/overlay` on that sequence, as published: \
+         [{OVERLAY_GIF}]({OVERLAY_GIF})\n\
          - checkpoints: `checkpoints/detector`, `checkpoints/refiner`\n\
          - alert threshold: [threshold.yaml](threshold.yaml)\n\
          - the graph's output bag: `run/test` (`stars bag info {run}`)\n",
@@ -363,8 +371,9 @@ fn write_index(out: &Path, args: &Args, weights: &str) -> Result<()> {
 
 /// The paper's Fig. 4 layout on the test split: three consecutive frames of the anomalous
 /// sequence with the most anomaly pixels, centred on its largest anomaly; rows: the frame, the
-/// FlowCLAS map, the STARS map (turbo colormap, 0..1 fixed), the ground truth.
-fn temporal_figure(test: &Path, maps: &Path, file: &Path) -> Result<()> {
+/// FlowCLAS map, the STARS map (turbo colormap, 0..1 fixed), the ground truth. Returns the
+/// sequence's name.
+fn temporal_figure(test: &Path, maps: &Path, file: &Path) -> Result<String> {
     use crate::data::tallo::list_sequences;
     use crate::viz::colormap::colourise_mask;
     use crate::viz::contact_sheet::grid;
@@ -413,5 +422,6 @@ fn temporal_figure(test: &Path, maps: &Path, file: &Path) -> Result<()> {
     }
     grid(&[frames, flowclas, stars, truth], 4)?
         .save(file)
-        .with_context(|| format!("writing {}", file.display()))
+        .with_context(|| format!("writing {}", file.display()))?;
+    Ok(name)
 }

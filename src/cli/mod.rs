@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bag;
+mod bench;
 mod calibrate;
 mod demo;
 mod detect;
@@ -57,6 +58,8 @@ enum Command {
     Train(train::Command),
     /// Run the four nodes (feature, detector, temporal, alert) in one process over a bag.
     Run(run::Args),
+    /// Time the node graph on a bag's frames: per-stage latency, frames/s, plumbing cost.
+    Bench(bench::Args),
     /// List and fetch supported pretrained weights.
     #[command(subcommand)]
     Models(models::Command),
@@ -111,6 +114,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Models(cmd) => models::run(cmd),
         Command::Model(cmd) => model::run(cmd),
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

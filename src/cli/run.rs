@@ -55,13 +55,27 @@ pub struct Args {
     /// Output rosbag2 directory (must not exist or be empty; see --force).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Replay speed: a factor of the recorded timing (1.0 = real time), or `max`.
+    #[arg(long, default_value = "1.0", value_name = "RATE|max")]
+    rate: String,
+    #[command(flatten)]
+    stages: StageArgs,
+    /// Also write the published overlays as an animated GIF (10 frames/s).
+    #[arg(long, value_name = "FILE")]
+    gif: Option<PathBuf>,
+    /// Replace an existing bag in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+/// What the graph's stages load: parameters, weights, checkpoints, the temporal method and the
+/// alert threshold (shared by `stars run` and `stars bench`).
+#[derive(clap::Args, Debug)]
+pub struct StageArgs {
     /// Node parameters (ros__parameters per node) [default: config/stars.yaml when it exists,
     /// else the built-in defaults, which that file mirrors].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Replay speed: a factor of the recorded timing (1.0 = real time), or `max`.
-    #[arg(long, default_value = "1.0", value_name = "RATE|max")]
-    rate: String,
     /// DINOv2 weights matching the detector's backbone (loaded once, shared by two stages).
     #[arg(long, value_name = "PATH", conflicts_with = "random_weights")]
     backbone_weights: Option<PathBuf>,
@@ -80,9 +94,106 @@ pub struct Args {
     /// Alert threshold file (default: alert_node.threshold_file of --config).
     #[arg(long, value_name = "FILE")]
     threshold: Option<PathBuf>,
-    /// Replace an existing bag in --out.
-    #[arg(long)]
-    force: bool,
+}
+
+/// The graph's stages, loaded and checked, before any frame flows.
+pub struct Stages {
+    /// Node parameters.
+    pub cfg: GraphConfig,
+    /// The detector.
+    pub detector: flowclas::FlowClas,
+    /// The backbone, shared by the feature and detector nodes.
+    pub extractor: Arc<dyn FeatureExtractor>,
+    /// What `--method`/`--refiner` asked for, and its label.
+    pub method: (Box<dyn TemporalMethod>, String),
+    /// The alert node (threshold read).
+    pub alert: AlertNode,
+    /// True when anything in the graph runs on placeholder weights.
+    pub random: bool,
+}
+
+impl StageArgs {
+    /// Loads everything; every mistake a user can make is an error here, before any frame.
+    pub fn open(&self) -> Result<Stages> {
+        let params = self.params()?;
+        self.load(params)
+    }
+
+    /// The parameter and threshold files, read and checked (no model is loaded).
+    pub fn params(&self) -> Result<(GraphConfig, AlertNode)> {
+        let default_config = Path::new(DEFAULT_CONFIG);
+        let cfg = match &self.config {
+            Some(path) => GraphConfig::load(path).context("--config")?,
+            None if default_config.is_file() => GraphConfig::load(default_config)?,
+            None => {
+                eprintln!("no --config and no {DEFAULT_CONFIG} here: built-in parameter defaults");
+                GraphConfig::default()
+            }
+        };
+        let mut alert_params = cfg.alert_node.params.clone();
+        if let Some(t) = &self.threshold {
+            alert_params.threshold_file = t.display().to_string();
+        }
+        let alert = AlertNode::new(alert_params).context("--threshold")?;
+        Ok((cfg, alert))
+    }
+
+    /// The models and the temporal method, on top of checked [`StageArgs::params`].
+    pub fn load(&self, (cfg, alert): (GraphConfig, AlertNode)) -> Result<Stages> {
+        let (method, method_label, refiner_random) =
+            temporal_method(self.method.as_deref(), self.refiner.as_deref())?;
+        let (detector, _vars, meta) = flowclas::load(&self.detector, &Device::Cpu)
+            .with_context(|| format!("--detector {}", self.detector.display()))?;
+        let extractor: Arc<dyn FeatureExtractor> = Arc::from(backbone::open(
+            &meta.backbone_arch,
+            self.backbone_weights.as_deref(),
+            self.random_weights,
+            meta.backbone_blocks,
+        )?);
+        eprintln!("backbone: {}", extractor.describe());
+        eprintln!("temporal method: {method_label}");
+        Ok(Stages {
+            random: extractor.is_random() || refiner_random,
+            cfg,
+            detector,
+            extractor,
+            method: (method, method_label),
+            alert,
+        })
+    }
+}
+
+impl Stages {
+    /// The four nodes with their queue depths, in graph order (feature, detector, temporal,
+    /// alert).
+    pub fn into_nodes(self) -> Result<Vec<(Box<dyn Node>, usize)>> {
+        let cfg = self.cfg;
+        Ok(vec![
+            (
+                Box::new(FeatureNode::new(
+                    cfg.feature_node.params.clone(),
+                    self.extractor.clone(),
+                )?),
+                cfg.feature_node.params.queue_depth,
+            ),
+            (
+                Box::new(DetectorNode::new(
+                    cfg.detector_node.params.clone(),
+                    self.detector,
+                    self.extractor,
+                )?),
+                cfg.detector_node.params.queue_depth,
+            ),
+            (
+                Box::new(TemporalNode::new(
+                    cfg.temporal_node.params.clone(),
+                    self.method.0,
+                )?),
+                cfg.temporal_node.params.queue_depth,
+            ),
+            (Box::new(self.alert), cfg.alert_node.params.queue_depth),
+        ])
+    }
 }
 
 /// Replay pacing.
@@ -341,39 +452,14 @@ fn output_topics(gt: bool) -> Vec<(&'static str, MessageType, Qos)> {
 
 /// Runs `stars run`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    // Everything a user can get wrong is checked before any model loads or frame flows.
+    // Everything a user can get wrong is checked before any frame flows.
     let rate = parse_rate(&args.rate)?;
-    let default_config = Path::new(DEFAULT_CONFIG);
-    let cfg = match &args.config {
-        Some(path) => GraphConfig::load(path).context("--config")?,
-        None if default_config.is_file() => GraphConfig::load(default_config)?,
-        None => {
-            eprintln!("no --config and no {DEFAULT_CONFIG} here: built-in parameter defaults");
-            GraphConfig::default()
-        }
-    };
-    let mut alert_params = cfg.alert_node.params.clone();
-    if let Some(t) = &args.threshold {
-        alert_params.threshold_file = t.display().to_string();
-    }
-    let alert = AlertNode::new(alert_params).context("--threshold")?;
+    let params = args.stages.params()?;
     let input =
         BagReader::open(&args.bag).with_context(|| format!("--bag {}", args.bag.display()))?;
     let (frames, gt) = check_input(&input, &args.bag).context("--bag")?;
-    let (method, method_label, refiner_random) =
-        temporal_method(args.method.as_deref(), args.refiner.as_deref())?;
-    let device = Device::Cpu;
-    let (detector, _vars, meta) = flowclas::load(&args.detector, &device)
-        .with_context(|| format!("--detector {}", args.detector.display()))?;
-    let extractor: Arc<dyn FeatureExtractor> = Arc::from(backbone::open(
-        &meta.backbone_arch,
-        args.backbone_weights.as_deref(),
-        args.random_weights,
-        meta.backbone_blocks,
-    )?);
-    let random = extractor.is_random() || refiner_random;
-    eprintln!("backbone: {}", extractor.describe());
-    eprintln!("temporal method: {method_label}");
+    let stages = args.stages.load(params)?;
+    let random = stages.random;
     let mut out = BagWriter::create_with(&args.out, args.force)
         .with_context(|| format!("--out {}", args.out.display()))?;
     for (name, ty, qos) in output_topics(gt) {
@@ -382,42 +468,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for (key, value) in input.info().custom_data.iter().flatten() {
         out.set_custom_data(key, value.clone());
     }
-    out.set_custom_data("stars/backbone", extractor.describe());
-    out.set_custom_data("stars/temporal_method", method_label.clone());
+    out.set_custom_data("stars/backbone", stages.extractor.describe());
+    out.set_custom_data("stars/temporal_method", stages.method.1.clone());
     out.set_custom_data("stars/random_backbone", random.to_string());
     let out = Arc::new(Mutex::new(Some(out)));
 
-    let nodes: Vec<(Box<dyn Node>, usize)> = vec![
-        (
-            Box::new(FeatureNode::new(
-                cfg.feature_node.params.clone(),
-                extractor.clone(),
-            )?),
-            cfg.feature_node.params.queue_depth,
-        ),
-        (
-            Box::new(DetectorNode::new(
-                cfg.detector_node.params.clone(),
-                detector,
-                extractor.clone(),
-            )?),
-            cfg.detector_node.params.queue_depth,
-        ),
-        (
-            Box::new(TemporalNode::new(cfg.temporal_node.params.clone(), method)?),
-            cfg.temporal_node.params.queue_depth,
-        ),
-        (Box::new(alert), cfg.alert_node.params.queue_depth),
-        (
-            Box::new(BagRecorder {
-                bag: out.clone(),
-                topics: output_topics(gt).into_iter().map(|t| t.0).collect(),
-                clock: 0,
-                written: 0,
-            }),
-            RECORDER_DEPTH,
-        ),
-    ];
+    let mut nodes = stages.into_nodes()?;
+    nodes.push((
+        Box::new(BagRecorder {
+            bag: out.clone(),
+            topics: output_topics(gt).into_iter().map(|t| t.0).collect(),
+            clock: 0,
+            written: 0,
+        }),
+        RECORDER_DEPTH,
+    ));
     let feed: Vec<&str> = if gt {
         vec![topics::CAMERA, topics::GT_MASK]
     } else {
@@ -439,6 +504,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .finish()
         .with_context(|| format!("finishing {}", args.out.display()))?;
     print_summary(&replay, summary.message_count, &args.out, random)?;
+    if let Some(gif) = &args.gif {
+        overlay_gif(&args.out, None, gif).context("--gif")?;
+        outln!("overlays: {}", gif.display())?;
+    }
     match replay.stopped {
         Some(e) => Err(e.context(format!(
             "--bag {}: the output bag {} holds what was processed",
@@ -447,6 +516,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         ))),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The `q` quantile (nearest rank) of nanosecond durations, in milliseconds; 0 when empty.
+pub fn percentile_ms(ns: &[u64], q: f64) -> f64 {
+    if ns.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = ns.to_vec();
+    sorted.sort_unstable();
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1e6
 }
 
 fn counter(report: &StageReport, key: &str) -> u64 {
@@ -473,12 +553,14 @@ fn print_summary(replay: &Replay, written: u64, out: &Path, random: bool) -> Res
     for r in &replay.reports {
         let counters: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
         outln!(
-            "  {:<14} handled {:>5}, dropped {:>4}, errors {}, queue high-water {}; {}",
+            "  {:<14} handled {:>5}, dropped {:>4}, errors {}, queue high-water {}, handler p50 {:.1} ms p99 {:.1} ms; {}",
             r.name,
             r.handled,
             r.total_dropped(),
             r.errors,
             r.high_water,
+            percentile_ms(&r.handle_ns, 0.5),
+            percentile_ms(&r.handle_ns, 0.99),
             counters.join(", ")
         )?;
     }
@@ -493,6 +575,46 @@ fn print_summary(replay: &Replay, written: u64, out: &Path, random: bool) -> Res
         outln!(
             "{RANDOM_BACKBONE_LABEL}: the backbone has random weights; these maps are placeholders"
         )?;
+    }
+    Ok(())
+}
+
+/// The `/stars/refined/overlay` messages of an output bag (of one sequence of its sequence
+/// table when `sequence` is given) as a looping GIF at 10 frames/s.
+pub fn overlay_gif(bag: &Path, sequence: Option<&str>, file: &Path) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    use image::{Delay, DynamicImage, Frame};
+
+    let reader = BagReader::open(bag)?;
+    let span = match sequence {
+        Some(name) => Some(
+            reader
+                .sequence_table()?
+                .unwrap_or_default()
+                .into_iter()
+                .find(|s| s.id == name)
+                .with_context(|| format!("{} has no sequence {name}", bag.display()))?,
+        ),
+        None => None,
+    };
+    let out = std::fs::File::create(file).with_context(|| format!("writing {}", file.display()))?;
+    let mut gif = GifEncoder::new_with_speed(std::io::BufWriter::new(out), 10);
+    gif.set_repeat(Repeat::Infinite)?;
+    let mut messages = reader.messages(&[topics::REFINED_OVERLAY])?;
+    while let Some(m) = messages.next_message() {
+        let image = m?.image()?.into_owned();
+        let stamp = stamp_ns(&image.header).max(0) as u64;
+        if span.as_ref().is_some_and(|s| s.frame_at(stamp).is_none()) {
+            continue;
+        }
+        let rgba = DynamicImage::ImageRgb8(image.to_rgb8()?).into_rgba8();
+        gif.encode_frame(Frame::from_parts(
+            rgba,
+            0,
+            0,
+            Delay::from_numer_denom_ms(100, 1),
+        ))
+        .with_context(|| format!("writing {}", file.display()))?;
     }
     Ok(())
 }

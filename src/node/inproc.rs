@@ -141,6 +141,8 @@ pub struct StageReport {
     pub dropped: Vec<(&'static str, u64)>,
     /// The most messages any of its queues held at once.
     pub high_water: usize,
+    /// Time each handled message spent in the node's handler, nanoseconds, in order.
+    pub handle_ns: Vec<u64>,
     /// The node's own counters at the end.
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -282,6 +284,7 @@ fn next_work(inbox: &Inbox) -> Option<Work> {
 async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Router>) -> StageReport {
     let name = node.name();
     let (mut handled, mut errors) = (0u64, 0u64);
+    let mut handle_ns = Vec::new();
     loop {
         let work = match next_work(&inbox) {
             Some(Work::Closed) => break,
@@ -294,6 +297,7 @@ async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Route
         let is_message = matches!(work, Work::Message(..));
         // Model inference blocks: run the handler on the blocking pool and take the node back.
         let joined = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             // A panicking handler is one failed message, not a dead stage (which would stall
             // lossless replay forever).
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
@@ -302,15 +306,18 @@ async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Route
                 Work::Closed => Ok(Vec::new()),
             }))
             .unwrap_or_else(|_| Err(("(any)", anyhow::anyhow!("handler panicked"))));
-            (node, out)
+            (node, out, started.elapsed().as_nanos() as u64)
         })
         .await;
-        let Ok((back, out)) = joined else {
+        let Ok((back, out, spent)) = joined else {
             tracing::error!("{name}: stage cancelled");
             router.inflight.done(1);
-            return report(name, handled, errors, &inbox, Vec::new());
+            return report(name, (handled, errors, handle_ns), &inbox, Vec::new());
         };
         node = back;
+        if is_message {
+            handle_ns.push(spent);
+        }
         let publications = match out {
             Ok(publications) => {
                 handled += u64::from(is_message);
@@ -325,13 +332,12 @@ async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Route
         super::publish_all(&*router, publications);
         router.inflight.done(1);
     }
-    report(name, handled, errors, &inbox, node.counters())
+    report(name, (handled, errors, handle_ns), &inbox, node.counters())
 }
 
 fn report(
     name: &'static str,
-    handled: u64,
-    errors: u64,
+    (handled, errors, handle_ns): (u64, u64, Vec<u64>),
     inbox: &Inbox,
     counters: Vec<(&'static str, u64)>,
 ) -> StageReport {
@@ -342,6 +348,7 @@ fn report(
         errors,
         dropped: state.queues.iter().map(|q| (q.topic, q.dropped)).collect(),
         high_water: state.queues.iter().map(|q| q.high_water).max().unwrap_or(0),
+        handle_ns,
         counters,
     }
 }

@@ -356,7 +356,16 @@ impl StarsRefiner {
         let gate = self.gate()?;
         let correction = delta.mul(&confidence)?.broadcast_mul(&gate)?;
         let det = current_maps.to_dtype(delta.dtype())?.unsqueeze(1)?;
-        let refined = (det + correction)?.clamp(0.0, 1.0)?;
+        let unclamped = (det + correction)?;
+        let refined = if train {
+            // Straight-through clamp (ours): the forward value is clamped, but the gradient
+            // passes as if it were not, so a pixel pushed past 0 or 1 can still be pulled back
+            // (a plain clamp has zero gradient there, and a missed anomaly at 0 stays missed).
+            let clamped = unclamped.clamp(0.0, 1.0)?;
+            ((clamped - &unclamped)?.detach() + &unclamped)?
+        } else {
+            unclamped.clamp(0.0, 1.0)?
+        };
         Ok(RefinerOutput {
             refined,
             delta,
