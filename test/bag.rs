@@ -508,6 +508,52 @@ fn truncated_mcap_and_missing_metadata_are_clean_errors() {
     );
 }
 
+/// metadata.yaml is untrusted: a storage path with `..`, an absolute one, a symlink leading
+/// out of the bag, and a start + duration past u64 nanoseconds are one-line errors, no file
+/// outside the bag is opened and nothing panics (the overflow used to print 1970 in release and
+/// panic in debug builds).
+#[test]
+fn hostile_metadata_paths_and_times_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other");
+    write_our_bag(&other);
+    let dir = tmp.path().join("ours");
+    write_our_bag(&dir);
+    let meta = std::fs::read_to_string(dir.join("metadata.yaml")).unwrap();
+    let with = |from: &str, to: &str| {
+        assert!(meta.contains(from), "{from} not in metadata.yaml");
+        std::fs::write(dir.join("metadata.yaml"), meta.replace(from, to)).unwrap();
+        stars(&["bag", "info", path_str(&dir)])
+    };
+    let file = "- ours_0.mcap";
+    let escape = "- ../other/other_0.mcap";
+    assert_clean_error(&with(file, escape), "not a plain path inside");
+    let absolute = format!("- {}", other.join("other_0.mcap").display());
+    assert_clean_error(&with(file, &absolute), "not a plain path inside");
+    std::os::unix::fs::symlink(other.join("other_0.mcap"), dir.join("link.mcap")).unwrap();
+    assert_clean_error(
+        &with(file, "- link.mcap"),
+        "leads outside the bag directory",
+    );
+
+    let start = meta
+        .lines()
+        .find(|l| l.trim_start().starts_with("nanoseconds_since_epoch:"))
+        .unwrap()
+        .to_string();
+    let huge = start.replace(
+        start
+            .trim_start()
+            .trim_start_matches("nanoseconds_since_epoch:")
+            .trim(),
+        &u64::MAX.to_string(),
+    );
+    assert_clean_error(&with(&start, &huge), "starting_time + duration");
+    // the untouched metadata still opens
+    std::fs::write(dir.join("metadata.yaml"), &meta).unwrap();
+    support::assert_success(&stars(&["bag", "info", path_str(&dir)]));
+}
+
 /// An already encoded (possibly invalid) `sensor_msgs/Image` CDR buffer, written as is.
 struct RawImage(Vec<u8>);
 

@@ -27,6 +27,36 @@ pub struct BagReader {
     summary: Summary,
 }
 
+/// The storage file `name` of the bag in `dir`. metadata.yaml is untrusted: the name must be
+/// a relative path of plain components (no `..`, no root), and after symlinks it must still be
+/// inside the bag directory, so a bag cannot make us read another bag's or any other file.
+fn storage_file(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    use std::path::Component;
+    ensure!(
+        !name.is_empty()
+            && Path::new(name)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
+        "{}: metadata.yaml names the storage file {name:?}, which is not a plain path inside \
+         the bag directory",
+        dir.display()
+    );
+    let path = dir.join(name);
+    let (real_dir, real_path) = (
+        dir.canonicalize()
+            .with_context(|| format!("opening {}", dir.display()))?,
+        path.canonicalize()
+            .with_context(|| format!("opening {}", path.display()))?,
+    );
+    ensure!(
+        real_path.starts_with(&real_dir),
+        "{}: the storage file {name:?} leads outside the bag directory (to {})",
+        dir.display(),
+        real_path.display()
+    );
+    Ok(path)
+}
+
 impl BagReader {
     /// Opens `dir`, checks that `metadata.yaml` and the MCAP summary agree, and reads the index.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -53,7 +83,17 @@ impl BagReader {
                 many.len()
             ),
         };
-        let mcap_path = dir.join(file_name);
+        let mcap_path = storage_file(dir, file_name)?;
+        ensure!(
+            info.starting_time
+                .nanoseconds_since_epoch
+                .checked_add(info.duration.nanoseconds)
+                .is_some(),
+            "{}: metadata.yaml's starting_time + duration ({} + {} ns) is past the year 2554",
+            dir.display(),
+            info.starting_time.nanoseconds_since_epoch,
+            info.duration.nanoseconds
+        );
         let mut file =
             File::open(&mcap_path).with_context(|| format!("opening {}", mcap_path.display()))?;
         let file_len = file

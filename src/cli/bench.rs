@@ -120,22 +120,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     // The first frame warms caches and allocators up; it is left out everywhere.
     let skip = |v: &[u64]| v[1.min(v.len())..].to_vec();
-    let stage = |name: &str| -> Vec<u64> {
-        reports
+    // A frame passes the temporal node's handler three times (frame, features, map) and every
+    // other node's once; per frame, a stage's cost is the sum of its handlings of that frame.
+    let stage = |name: &str, per_frame: usize| -> Vec<u64> {
+        let raw = reports
             .iter()
             .find(|r| r.name == name)
-            .map(|r| skip(&r.handle_ns))
-            .unwrap_or_default()
+            .map(|r| r.handle_ns.clone())
+            .unwrap_or_default();
+        skip(
+            &raw.chunks(per_frame)
+                .map(|c| c.iter().sum())
+                .collect::<Vec<u64>>(),
+        )
     };
-    // A frame passes the temporal node's handler three times (frame, features, map) and the
-    // alert node's once; per frame, the temporal cost is the sum of its three handlings.
-    let per_frame = |v: Vec<u64>, k: usize| -> Vec<u64> {
-        v.chunks(k.max(1)).map(|c| c.iter().sum()).collect()
-    };
-    let feature = stage("feature_node");
-    let detector = stage("detector_node");
-    let temporal = per_frame(stage("temporal_node"), 3);
-    let alert = stage("alert_node");
+    let feature = stage("feature_node", 1);
+    let detector = stage("detector_node", 1);
+    let temporal = stage("temporal_node", 3);
+    let alert = stage("alert_node", 1);
     let graph_ns = skip(&graph_ns);
     let direct_ns = skip(&direct_ns);
     let n = graph_ns
