@@ -17,6 +17,25 @@ use crate::msg::{Image, ImageRef, Message};
 /// Largest inflated size of a compressed chunk we accept (4 GiB), so a hostile file cannot make
 /// us allocate without bound.
 const MAX_INFLATED_CHUNK: u64 = 4 << 30;
+/// Largest total a batch of time-overlapping chunks may hold at once (compressed bytes read
+/// plus bytes inflated), so the per-chunk cap cannot be multiplied by overlapping chunks.
+const MAX_BATCH_BYTES: u64 = 8 << 30;
+
+/// What a batch of chunks holds in memory at once: per chunk, its compressed bytes and, when
+/// compressed, its inflated bytes too.
+fn batch_bytes(chunks: &[ChunkIndex]) -> u64 {
+    chunks
+        .iter()
+        .map(|c| {
+            let inflated = if c.compression.is_empty() {
+                0
+            } else {
+                c.uncompressed_size
+            };
+            c.compressed_size.saturating_add(inflated)
+        })
+        .fold(0, u64::saturating_add)
+}
 
 /// An open rosbag2 directory.
 pub struct BagReader {
@@ -385,6 +404,14 @@ impl Messages<'_> {
             end = end.max(c.message_end_time);
             self.next_chunk += 1;
         }
+        let held = batch_bytes(&self.chunks[first..self.next_chunk]);
+        ensure!(
+            held <= MAX_BATCH_BYTES,
+            "{}: chunks {first}..{} overlap in time and would hold {held} bytes at once, above the \
+             {MAX_BATCH_BYTES}-byte limit",
+            self.bag.mcap_path.display(),
+            self.next_chunk
+        );
         self.entries.clear();
         self.pos = 0;
         let n = self.next_chunk - first;
@@ -503,6 +530,39 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    fn chunk_index(compression: &str, compressed: u64, uncompressed: u64) -> ChunkIndex {
+        ChunkIndex {
+            message_start_time: 0,
+            message_end_time: 10,
+            chunk_start_offset: 0,
+            chunk_length: compressed,
+            message_index_offsets: BTreeMap::new(),
+            message_index_length: 0,
+            compression: compression.into(),
+            compressed_size: compressed,
+            uncompressed_size: uncompressed,
+        }
+    }
+
+    /// Overlapping chunks that each stay under the per-chunk cap still cannot add up past the
+    /// batch limit (three chunks claiming 4 GiB inflated each), and claims near u64::MAX do not
+    /// wrap around.
+    #[test]
+    fn overlapping_chunks_are_bounded_together() {
+        let gib = 1u64 << 30;
+        let one = [chunk_index("zstd", 1000, 4 * gib)];
+        assert!(batch_bytes(&one) <= MAX_BATCH_BYTES);
+        let three = [
+            chunk_index("zstd", 1000, 4 * gib),
+            chunk_index("zstd", 1000, 4 * gib),
+            chunk_index("lz4", 1000, 4 * gib),
+        ];
+        assert!(batch_bytes(&three) > MAX_BATCH_BYTES);
+        assert_eq!(batch_bytes(&[chunk_index("", 500, 500)]), 500);
+        let huge = [chunk_index("zstd", u64::MAX, u64::MAX)];
+        assert_eq!(batch_bytes(&huge), u64::MAX);
+    }
     use crate::bag::metadata::{
         Duration, StartingTime, TopicMetadata, TopicWithMessageCount, METADATA_VERSION,
     };
