@@ -65,7 +65,12 @@ fn read_frames(bag: &BagReader, n: usize) -> Result<Vec<Image>> {
 
 /// Direct: the four handlers called in this thread, outputs handed on by hand. Returns each
 /// frame's total time, ns.
-fn direct(mut nodes: Vec<(Box<dyn Node>, usize)>, frames: &[Image]) -> Result<Vec<u64>> {
+fn direct(
+    mut nodes: Vec<(Box<dyn Node>, usize)>,
+    frames: &[Image],
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<u64>> {
+    let subscriptions: Vec<Vec<&str>> = nodes.iter().map(|(n, _)| n.subscriptions()).collect();
     let mut totals = Vec::new();
     for image in frames {
         let started = Instant::now();
@@ -75,8 +80,8 @@ fn direct(mut nodes: Vec<(Box<dyn Node>, usize)>, frames: &[Image]) -> Result<Ve
             let mut next = Vec::new();
             for publication in pending {
                 let msg = Arc::new(publication.msg);
-                for (node, _) in nodes.iter_mut() {
-                    if node.subscriptions().contains(&publication.topic) {
+                for ((node, _), topics) in nodes.iter_mut().zip(&subscriptions) {
+                    if topics.contains(&publication.topic) {
                         next.extend(node.handle(publication.topic, msg.clone())?);
                     }
                 }
@@ -84,6 +89,7 @@ fn direct(mut nodes: Vec<(Box<dyn Node>, usize)>, frames: &[Image]) -> Result<Ve
             pending = next;
         }
         totals.push(started.elapsed().as_nanos() as u64);
+        bar.inc(1);
     }
     Ok(totals)
 }
@@ -97,8 +103,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stages = args.stages.open()?;
     let random = stages.random;
     let label = stages.method.1.clone();
-    let direct_ns = direct(stages.into_nodes()?, &frames)?;
+    // Each frame's time is taken before the bar is advanced, so drawing is not timed.
+    let bar = super::progress::bar(2 * frames.len() as u64, "bench");
+    let direct_ns = direct(stages.into_nodes()?, &frames, &bar)?;
 
+    // Fresh nodes for the graph: the direct pass left windows and hysteresis behind it.
     let nodes = args.stages.open()?.into_nodes()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_time()
@@ -114,9 +123,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             graph.tick(now);
             graph.settle().await;
             walls.push(started.elapsed().as_nanos() as u64);
+            bar.inc(1);
         }
         (walls, graph.stop().await)
     });
+    bar.finish_and_clear();
 
     // The first frame warms caches and allocators up; it is left out everywhere.
     let skip = |v: &[u64]| v[1.min(v.len())..].to_vec();

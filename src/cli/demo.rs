@@ -280,7 +280,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     super::run::overlay_gif(&bag_out, Some(&shown), &gif)?;
     eprintln!("overlays of {shown}: {}", gif.display());
     let results = write_results(out, &weights_label, args.backbone_weights.is_none())?;
-    write_index(out, &args, &weights_label)?;
+    write_index(out, &args, &weights_label, &results)?;
     outln!("\n{results}")?;
     outln!(
         "stars demo: done in {:.0} s; report in {} (index.md, results.json)",
@@ -342,8 +342,7 @@ fn write_results(out: &Path, weights: &str, placeholder: bool) -> Result<String>
 }
 
 /// `OUT/index.md`: what ran, on which weights, and links to everything written.
-fn write_index(out: &Path, args: &Args, weights: &str) -> Result<()> {
-    let table = std::fs::read_to_string(out.join("eval/table.md")).unwrap_or_default();
+fn write_index(out: &Path, args: &Args, weights: &str, table: &str) -> Result<()> {
     let text = format!(
         "# stars demo ({preset} preset)\n\n\
          Weights: **{weights}**\n\n\

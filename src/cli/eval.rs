@@ -111,9 +111,9 @@ fn parse_pred(spec: &str) -> Result<(String, PathBuf)> {
 }
 
 /// The placeholder label of the maps in `dir`: `Some` when the run description beside them
-/// (`refine.json`, `maps.json`, else `detect.json`) says `random_backbone: true`. Its `label` is kept when
-/// it has one. A description that is not JSON is an error: it may be what marks the maps as
-/// placeholders.
+/// (`refine.json`, `maps.json`, else `detect.json`) says `random_backbone: true`. Its `label`
+/// is kept when it has one. A description that is not JSON is an error: it may be what marks
+/// the maps as placeholders.
 pub fn placeholder_label(dir: &Path) -> Result<Option<String>> {
     let Some(path) = PROVENANCE_FILES
         .iter()

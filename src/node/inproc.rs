@@ -90,27 +90,12 @@ impl Bus for Router {
         };
         // Every subscriber's queue receives the message under one set of locks, so no stage
         // can handle a reply to it (a detector map of this frame) before another stage has
-        // been given the message itself; locks are taken in address order, so two publishers
-        // never wait on each other in a cycle.
-        let mut order: Vec<usize> = (0..routes.len()).collect();
-        order.sort_by_key(|&i| Arc::as_ptr(&routes[i].0));
-        let mut guards: Vec<(usize, MutexGuard<'_, InboxState>)> = Vec::new();
-        for i in order {
-            let inbox = &routes[i].0;
-            if guards
-                .last()
-                .is_some_and(|(j, _)| Arc::ptr_eq(&routes[*j].0, inbox))
-            {
-                continue; // one lock per inbox
-            }
-            guards.push((i, inbox.lock()));
-        }
+        // been given the message itself. Routes are kept in inbox-address order with one
+        // entry per inbox ([`Graph::start`]), so two publishers never wait on each other in a
+        // cycle.
+        let mut guards: Vec<_> = routes.iter().map(|(inbox, q)| (inbox.lock(), *q)).collect();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        for (inbox, q) in routes {
-            let (_, state) = guards
-                .iter_mut()
-                .find(|(j, _)| Arc::ptr_eq(&routes[*j].0, inbox))
-                .expect("every inbox of the topic is locked");
+        for (state, q) in &mut guards {
             let queue = &mut state.queues[*q];
             self.inflight.add(1);
             queue.items.push_back((seq, msg.clone()));
@@ -174,8 +159,11 @@ impl Graph {
         let mut routes: HashMap<&'static str, Vec<(Arc<Inbox>, usize)>> = HashMap::new();
         let mut inboxes = Vec::new();
         for (node, depth) in &nodes {
-            let queues: Vec<TopicQueue> = node
-                .subscriptions()
+            let mut topics = node.subscriptions();
+            // one queue per topic, so an inbox appears once in a topic's routes
+            let mut seen = std::collections::HashSet::new();
+            topics.retain(|t| seen.insert(*t));
+            let queues: Vec<TopicQueue> = topics
                 .into_iter()
                 .map(|topic| TopicQueue {
                     topic,
@@ -196,6 +184,10 @@ impl Graph {
                 routes.entry(q.topic).or_default().push((inbox.clone(), i));
             }
             inboxes.push(inbox);
+        }
+        // A fixed lock order for `Router::publish`.
+        for r in routes.values_mut() {
+            r.sort_by_key(|(inbox, _)| Arc::as_ptr(inbox));
         }
         let router = Arc::new(Router {
             routes,

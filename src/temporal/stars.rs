@@ -138,9 +138,10 @@ mod tests {
                 Tensor::stack(&feats, 0).unwrap().unsqueeze(0).unwrap(),
             )
         };
-        for (t, ids) in [(0, [0, 0, 0]), (1, [0, 0, 1]), (3, [1, 2, 3])] {
+        // the refined map of one explicit window, computed by the batch path
+        let explicit = |stars: &Stars, ids: [usize; 3]| -> Vec<f32> {
             let (maps, feats) = as_tensor(ids);
-            let want: Vec<f32> = stars
+            stars
                 .model
                 .forward_t(&maps, Some(&feats), false)
                 .unwrap()
@@ -148,7 +149,10 @@ mod tests {
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
-                .unwrap();
+                .unwrap()
+        };
+        for (t, ids) in [(0, [0, 0, 0]), (1, [0, 0, 1]), (3, [1, 2, 3])] {
+            let want = explicit(&stars, ids);
             let diff = want
                 .iter()
                 .zip(&streamed[t].data)
@@ -159,16 +163,7 @@ mod tests {
         // after a reset, frame 3 opens a new window (3, 3, 3), not (1, 2, 3)
         stars.reset();
         let again = stars.step(&frames[3]).unwrap();
-        let (maps, feats) = as_tensor([3, 3, 3]);
-        let want: Vec<f32> = stars
-            .model
-            .forward_t(&maps, Some(&feats), false)
-            .unwrap()
-            .refined
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let want = explicit(&stars, [3, 3, 3]);
         assert!(want
             .iter()
             .zip(&again.data)

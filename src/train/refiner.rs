@@ -208,7 +208,7 @@ pub fn train(
     let prepare = |seq: &Sequence| prepare(seq, frozen, &detector_digest, cache, ids, &device);
     let train_item = |i: usize| prepare(&train_seqs[i]);
     let val_item = |i: usize| prepare(&val_seqs[i]);
-    let report = optimise(
+    optimise(
         &model,
         &vars,
         &mut meta,
@@ -218,8 +218,7 @@ pub fn train(
         resume,
         Some(out),
         bar,
-    )?;
-    Ok(report)
+    )
 }
 
 /// Trains a fresh refiner of `cfg` on sequences held in memory (maps that need no detector,
