@@ -10,3 +10,5 @@ if [ ! -x .venv/bin/python ] || ! cmp -s test/requirements.txt .venv/requirement
 fi
 export STARS_REQUIRE_PYTHON=1
 cargo test --all-targets "$@"
+# the r2r nodes against a real ROS 2 where one is sourced (says SKIPPED otherwise)
+test/ros2/run.sh

@@ -242,7 +242,7 @@ fn stopped_feature_stream_warns_and_output_continues() {
     assert!(node.degraded());
 }
 
-fn alert(k: usize, n: usize) -> AlertNode {
+fn alert(k: u32, n: u32) -> AlertNode {
     let params = AlertParams {
         min_area_px: 3,
         k,
@@ -397,6 +397,9 @@ impl Node for Slow {
     }
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![self.topic]
+    }
+    fn publications(&self) -> Vec<&'static str> {
+        Vec::new()
     }
     fn handle(&mut self, _: &str, msg: Arc<Msg>) -> anyhow::Result<Vec<Publication>> {
         std::thread::sleep(self.delay);
@@ -805,6 +808,9 @@ impl Node for Stub {
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::CAMERA]
     }
+    fn publications(&self) -> Vec<&'static str> {
+        vec![self.topic]
+    }
     fn handle(&mut self, _: &str, msg: Arc<Msg>) -> anyhow::Result<Vec<Publication>> {
         std::thread::sleep(self.delay);
         let t = stars::node::stamp_ns(&msg.image()?.header);
@@ -899,6 +905,9 @@ impl Node for Collector {
     }
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::REFINED_MAP, topics::ALERT_STATUS]
+    }
+    fn publications(&self) -> Vec<&'static str> {
+        Vec::new()
     }
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> anyhow::Result<Vec<Publication>> {
         let value = match msg.as_ref() {

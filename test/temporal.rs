@@ -221,7 +221,7 @@ fn refine_bad_input_gets_one_clear_line() {
     };
     assert_clean_error(
         &refine(&["--method", "stars"]),
-        "--method stars needs --refiner",
+        "--method stars: method stars needs a refiner checkpoint",
     );
     assert_clean_error(
         &refine(&["--method", "stars", "--refiner", s(&root.join("nothing"))]),
@@ -229,7 +229,7 @@ fn refine_bad_input_gets_one_clear_line() {
     );
     assert_clean_error(
         &refine(&["--method", "ema", "--refiner", "x"]),
-        "--refiner is only for --method stars",
+        "--method ema: a refiner checkpoint is only for method stars",
     );
     let yaml = root.join("bad.yaml");
     std::fs::write(&yaml, "max_dist: 3\n").unwrap();

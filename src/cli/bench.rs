@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let frames = read_frames(&bag, args.frames).context("--bag")?;
     let stages = args.stages.open()?;
     let random = stages.random;
-    let label = stages.method.1.clone();
+    let label = stages.method.label.clone();
     // Each frame's time is taken before the bar is advanced, so drawing is not timed.
     let bar = super::progress::bar(2 * frames.len() as u64, "bench");
     let direct_ns = direct(stages.into_nodes()?, &frames, &bar)?;

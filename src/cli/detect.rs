@@ -60,6 +60,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         args.backbone_weights.as_deref(),
         args.random_weights,
         meta.backbone_blocks,
+        &device,
     )?;
     let random = extractor.is_random();
     eprintln!("backbone: {}", extractor.describe());

@@ -13,7 +13,6 @@ mod demo;
 mod detect;
 mod eval;
 mod features;
-mod method;
 mod model;
 mod models;
 mod out;

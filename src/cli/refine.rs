@@ -3,14 +3,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::eval::placeholder_label;
-use super::method;
 use super::out::outln;
 use crate::eval::{load_map, npy, numbered_files, sequence_dirs};
 use crate::model::flowclas::backbone::RANDOM_BACKBONE_LABEL;
 use crate::temporal::flicker::FRAME_PERIOD_NS;
+use crate::temporal::open::open;
 use crate::temporal::{run_sequence, AnomalyMap, Frame, PatchFeatures, Sequencer};
 
 /// Name of the run description written beside the refined maps.
@@ -183,7 +183,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         MethodName::Kalman => "kalman",
         MethodName::Stars => "stars",
     };
-    let opened = method::open(name, args.config.as_deref(), args.refiner.as_deref())?;
+    let opened = open(
+        name,
+        args.config.as_deref(),
+        args.refiner.as_deref(),
+        &Device::Cpu,
+    )
+    .with_context(|| format!("--method {name}"))?;
     if opened.method.needs_features() && args.features.is_none() {
         bail!("--method {name} needs --features FEAT_DIR (backbone patch features per frame)");
     }

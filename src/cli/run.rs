@@ -7,22 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::Device;
 
-use super::method;
 use super::out::outln;
 use crate::bag::{BagReader, BagWriter, Qos};
-use crate::model::flowclas;
-use crate::model::flowclas::backbone::{self, FeatureExtractor, RANDOM_BACKBONE_LABEL};
+use crate::model::flowclas::backbone::RANDOM_BACKBONE_LABEL;
 use crate::msg::{Bool, DiagnosticArray, Encoding, Image, Message, MessageType};
 use crate::node::alert::AlertNode;
 use crate::node::config::GraphConfig;
-use crate::node::detector::DetectorNode;
-use crate::node::feature::FeatureNode;
 use crate::node::inproc::{Graph, StageReport};
-use crate::node::temporal::{PassThrough, TemporalNode};
+use crate::node::stages::{ModelSources, Stages};
 use crate::node::{stamp_ns, topics, Msg, Node, Publication};
-use crate::temporal::TemporalMethod;
 
 /// Input-clock tick period during replay (ros2 bag play --clock publishes at 40 Hz; 20 Hz
 /// resolves `stale_after_s` to 50 ms).
@@ -94,22 +88,9 @@ pub struct StageArgs {
     /// Alert threshold file (default: alert_node.threshold_file of --config).
     #[arg(long, value_name = "FILE")]
     threshold: Option<PathBuf>,
-}
-
-/// The graph's stages, loaded and checked, before any frame flows.
-pub struct Stages {
-    /// Node parameters.
-    pub cfg: GraphConfig,
-    /// The detector.
-    pub detector: flowclas::FlowClas,
-    /// The backbone, shared by the feature and detector nodes.
-    pub extractor: Arc<dyn FeatureExtractor>,
-    /// What `--method`/`--refiner` asked for, and its label.
-    pub method: (Box<dyn TemporalMethod>, String),
-    /// The alert node (threshold read).
-    pub alert: AlertNode,
-    /// True when anything in the graph runs on placeholder weights.
-    pub random: bool,
+    /// Where inference runs: cpu, or cuda:N (a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
 }
 
 impl StageArgs {
@@ -140,59 +121,18 @@ impl StageArgs {
 
     /// The models and the temporal method, on top of checked [`StageArgs::params`].
     pub fn load(&self, (cfg, alert): (GraphConfig, AlertNode)) -> Result<Stages> {
-        let (method, method_label, refiner_random) =
-            temporal_method(self.method.as_deref(), self.refiner.as_deref())?;
-        let (detector, _vars, meta) = flowclas::load(&self.detector, &Device::Cpu)
-            .with_context(|| format!("--detector {}", self.detector.display()))?;
-        let extractor: Arc<dyn FeatureExtractor> = Arc::from(backbone::open(
-            &meta.backbone_arch,
-            self.backbone_weights.as_deref(),
-            self.random_weights,
-            meta.backbone_blocks,
-        )?);
-        eprintln!("backbone: {}", extractor.describe());
-        eprintln!("temporal method: {method_label}");
-        Ok(Stages {
-            random: extractor.is_random() || refiner_random,
-            cfg,
-            detector,
-            extractor,
-            method: (method, method_label),
-            alert,
-        })
-    }
-}
-
-impl Stages {
-    /// The four nodes with their queue depths, in graph order (feature, detector, temporal,
-    /// alert).
-    pub fn into_nodes(self) -> Result<Vec<(Box<dyn Node>, usize)>> {
-        let cfg = self.cfg;
-        Ok(vec![
-            (
-                Box::new(FeatureNode::new(
-                    cfg.feature_node.params.clone(),
-                    self.extractor.clone(),
-                )?),
-                cfg.feature_node.params.queue_depth,
-            ),
-            (
-                Box::new(DetectorNode::new(
-                    cfg.detector_node.params.clone(),
-                    self.detector,
-                    self.extractor,
-                )?),
-                cfg.detector_node.params.queue_depth,
-            ),
-            (
-                Box::new(TemporalNode::new(
-                    cfg.temporal_node.params.clone(),
-                    self.method.0,
-                )?),
-                cfg.temporal_node.params.queue_depth,
-            ),
-            (Box::new(self.alert), cfg.alert_node.params.queue_depth),
-        ])
+        let sources = ModelSources {
+            backbone_weights: self.backbone_weights.clone(),
+            random_weights: self.random_weights,
+            detector: self.detector.clone(),
+            refiner: self.refiner.clone(),
+            method: self.method.clone(),
+            device: crate::model::device(&self.device).context("--device")?,
+        };
+        let stages = Stages::load(cfg, alert, &sources)?;
+        eprintln!("backbone: {}", stages.extractor.describe());
+        eprintln!("temporal method: {}", stages.method.label);
+        Ok(stages)
     }
 }
 
@@ -215,30 +155,6 @@ fn parse_rate(s: &str) -> Result<Rate> {
     }
 }
 
-/// The temporal method: `--method NAME`, or STARS when `--refiner` is given, else the
-/// detector maps passed through. Returns the method, its label and whether a refiner trained
-/// on the placeholder backbone is in it.
-fn temporal_method(
-    name: Option<&str>,
-    refiner: Option<&Path>,
-) -> Result<(Box<dyn TemporalMethod>, String, bool)> {
-    let name = name.unwrap_or(if refiner.is_some() {
-        "stars"
-    } else {
-        "passthrough"
-    });
-    if name == "passthrough" {
-        ensure!(refiner.is_none(), "--refiner is only for --method stars");
-        return Ok((Box::new(PassThrough), PassThrough::LABEL.to_string(), false));
-    }
-    let opened = method::open(name, None, refiner)?;
-    let label = match refiner {
-        Some(dir) => format!("{name} ({})", dir.display()),
-        None => format!("{name} {}", opened.params),
-    };
-    Ok((opened.method, label, opened.random_backbone))
-}
-
 /// Records every topic of the graph into the output bag, as `ros2 bag record` would.
 struct BagRecorder {
     bag: Arc<Mutex<Option<BagWriter>>>,
@@ -254,6 +170,10 @@ impl Node for BagRecorder {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         self.topics.clone()
+    }
+
+    fn publications(&self) -> Vec<&'static str> {
+        Vec::new()
     }
 
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
@@ -469,7 +389,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         out.set_custom_data(key, value.clone());
     }
     out.set_custom_data("stars/backbone", stages.extractor.describe());
-    out.set_custom_data("stars/temporal_method", stages.method.1.clone());
+    out.set_custom_data("stars/temporal_method", stages.method.label.clone());
     out.set_custom_data("stars/random_backbone", random.to_string());
     let out = Arc::new(Mutex::new(Some(out)));
 

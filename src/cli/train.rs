@@ -135,6 +135,7 @@ fn detector_cmd(args: DetectorArgs) -> Result<ExitCode> {
         args.backbone_weights.as_deref(),
         args.random_weights,
         blocks,
+        &candle_core::Device::Cpu,
     )?;
     eprintln!("backbone: {}", extractor.describe());
     let cache_dir = args.cache.unwrap_or_else(|| args.out.join("feature-cache"));
@@ -264,6 +265,7 @@ fn refiner_cmd(args: RefinerArgs) -> Result<ExitCode> {
         args.backbone_weights.as_deref(),
         args.random_weights,
         det_meta.backbone_blocks,
+        &device,
     )?;
     eprintln!("backbone: {}", extractor.describe());
     let cache_dir = args.cache.unwrap_or_else(|| args.out.join("frame-cache"));

@@ -14,6 +14,8 @@
 //! **Published topics**
 //! - `/stars/alert/active` (`std_msgs/Bool`, reliable, transient local): one per map, and on
 //!   going STALE.
+//! - `/diagnostics` (`diagnostic_msgs/DiagnosticArray`): the status below whenever its level
+//!   changes (clear, raised, NaN/Inf, STALE), so a diagnostic aggregator sees every transition.
 //! - `/stars/alert/status` (`diagnostic_msgs/DiagnosticArray`): status `stars/alert`, level OK
 //!   (clear), WARN (alert raised), ERROR (map with NaN/Inf), STALE (no input); key-values
 //!   `score` (max of the map), `threshold`, `area` (pixels at or above it), `bbox` (`x_min y_min
@@ -52,22 +54,23 @@ use crate::temporal::AnomalyMap;
 
 /// Parameters of the alert node (defaults in `Default`, mirrored in `config/stars.yaml`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(feature = "ros2", derive(r2r::RosParams))]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertParams {
     /// Threshold file written by `stars calibrate`.
     pub threshold_file: String,
     /// Pixels at or above the threshold that make a frame anomalous.
-    pub min_area_px: u64,
+    pub min_area_px: u32,
     /// Anomalous frames within the last `n` that raise the alert.
-    pub k: usize,
+    pub k: u32,
     /// Window of the k-of-n rule; clean frames in a row that clear it.
-    pub n: usize,
+    pub n: u32,
     /// Input silence (seconds, input clock) that makes the status STALE.
     pub stale_after_s: f64,
     /// `hardware_id` of the status.
     pub hardware_id: String,
     /// Input queue depth.
-    pub queue_depth: usize,
+    pub queue_depth: u32,
 }
 
 impl Default for AlertParams {
@@ -188,6 +191,8 @@ pub struct AlertNode {
     stale: bool,
     /// Stamp of the last map, else the first clock tick: where silence is measured from.
     last_input: Option<i64>,
+    /// Level of the last status, to publish changes on `/diagnostics`.
+    last_level: Option<u8>,
     counters: AlertCounters,
 }
 
@@ -210,13 +215,14 @@ impl AlertNode {
             "[0, 1]",
         )?;
         Ok(Self {
-            recent: VecDeque::with_capacity(params.n),
+            recent: VecDeque::with_capacity(params.n as usize),
             params,
             threshold: threshold as f32,
             clean_run: 0,
             active: false,
             stale: false,
             last_input: None,
+            last_level: None,
             counters: AlertCounters::default(),
         })
     }
@@ -256,19 +262,19 @@ impl AlertNode {
         self.last_input = Some(self.last_input.map_or(t, |l| l.max(t)));
         self.stale = false;
         let s = score(map, self.threshold);
-        let anomalous = s.nonfinite > 0 || s.area >= self.params.min_area_px;
+        let anomalous = s.nonfinite > 0 || s.area >= u64::from(self.params.min_area_px);
         self.counters.frames += 1;
         self.counters.anomalous_frames += u64::from(anomalous);
         self.counters.nonfinite_frames += u64::from(s.nonfinite > 0);
-        if self.recent.len() == self.params.n {
+        if self.recent.len() == self.params.n as usize {
             self.recent.pop_front();
         }
         self.recent.push_back(anomalous);
         self.clean_run = if anomalous { 0 } else { self.clean_run + 1 };
         let hits = self.recent.iter().filter(|a| **a).count();
-        if hits >= self.params.k {
+        if hits >= self.params.k as usize {
             self.set_active(true);
-        } else if self.clean_run >= self.params.n {
+        } else if self.clean_run >= self.params.n as usize {
             self.set_active(false);
         }
         let (level, message) = if s.nonfinite > 0 {
@@ -298,13 +304,28 @@ impl AlertNode {
             kv("anomalous_in_window", format!("{hits}/{}", self.params.n)),
             kv("nonfinite", s.nonfinite),
         ];
-        vec![
-            Publication::new(topics::ALERT_ACTIVE, Bool { data: self.active }),
-            Publication {
-                topic: topics::ALERT_STATUS,
-                msg: self.status(header.clone(), level, message, values),
-            },
-        ]
+        let status = self.status(header.clone(), level, message, values);
+        self.outputs(self.active, status, level)
+    }
+
+    /// The flag and the status; the status also on `/diagnostics` when its level changed, so
+    /// an aggregator sees every transition without a frame-rate stream.
+    fn outputs(&mut self, active: bool, status: Msg, level: u8) -> Vec<Publication> {
+        let mut out = vec![Publication::new(
+            topics::ALERT_ACTIVE,
+            Bool { data: active },
+        )];
+        if self.last_level.replace(level) != Some(level) {
+            out.push(Publication {
+                topic: topics::DIAGNOSTICS,
+                msg: status.clone(),
+            });
+        }
+        out.push(Publication {
+            topic: topics::ALERT_STATUS,
+            msg: status,
+        });
+        out
     }
 }
 
@@ -315,6 +336,14 @@ impl Node for AlertNode {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::REFINED_MAP]
+    }
+
+    fn publications(&self) -> Vec<&'static str> {
+        vec![
+            topics::ALERT_ACTIVE,
+            topics::ALERT_STATUS,
+            topics::DIAGNOSTICS,
+        ]
     }
 
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
@@ -349,13 +378,8 @@ impl Node for AlertNode {
             silence as f64 / 1e9,
             self.params.stale_after_s
         );
-        vec![
-            Publication::new(topics::ALERT_ACTIVE, Bool { data: true }),
-            Publication {
-                topic: topics::ALERT_STATUS,
-                msg: self.status(header, DiagnosticStatus::STALE, message, values),
-            },
-        ]
+        let status = self.status(header, DiagnosticStatus::STALE, message, values);
+        self.outputs(true, status, DiagnosticStatus::STALE)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -13,7 +13,7 @@
 //!   size): header copied from the frame.
 //!
 //! **Parameters**
-//! - `queue_depth (int, default 2)`: frames waiting for this node; a full queue drops the
+//! - `queue_depth (int, default 1)`: frames waiting for this node; a full queue drops the
 //!   oldest. 1..=100.
 use std::sync::Arc;
 
@@ -29,15 +29,16 @@ use crate::temporal::AnomalyMap;
 
 /// Parameters of the detector node (defaults in `Default`, mirrored in `config/stars.yaml`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(feature = "ros2", derive(r2r::RosParams))]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorParams {
     /// Input queue depth.
-    pub queue_depth: usize,
+    pub queue_depth: u32,
 }
 
 impl Default for DetectorParams {
     fn default() -> Self {
-        Self { queue_depth: 2 }
+        Self { queue_depth: 1 }
     }
 }
 
@@ -83,6 +84,10 @@ impl Node for DetectorNode {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::CAMERA]
+    }
+
+    fn publications(&self) -> Vec<&'static str> {
+        vec![topics::DETECTOR_MAP]
     }
 
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {

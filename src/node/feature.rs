@@ -15,7 +15,7 @@
 //! **Parameters**
 //! - `input_size (int, default 224)`: side the frame is resized to before embedding. A multiple
 //!   of 14 in 14..=1022.
-//! - `queue_depth (int, default 2)`: frames waiting for this node; a full queue drops the
+//! - `queue_depth (int, default 1)`: frames waiting for this node; a full queue drops the
 //!   oldest. 1..=100.
 use std::sync::Arc;
 
@@ -31,19 +31,20 @@ use crate::temporal::PatchFeatures;
 
 /// Parameters of the feature node (defaults in `Default`, mirrored in `config/stars.yaml`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(feature = "ros2", derive(r2r::RosParams))]
 #[serde(deny_unknown_fields, default)]
 pub struct FeatureParams {
     /// Side of the square backbone input, pixels.
     pub input_size: u32,
     /// Input queue depth.
-    pub queue_depth: usize,
+    pub queue_depth: u32,
 }
 
 impl Default for FeatureParams {
     fn default() -> Self {
         Self {
             input_size: REFINER_INPUT_SIZE,
-            queue_depth: 2,
+            queue_depth: 1,
         }
     }
 }
@@ -105,6 +106,10 @@ impl Node for FeatureNode {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::CAMERA]
+    }
+
+    fn publications(&self) -> Vec<&'static str> {
+        vec![topics::FEATURES]
     }
 
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {

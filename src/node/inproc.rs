@@ -139,8 +139,28 @@ impl StageReport {
     }
 }
 
+/// A stage's counts while it runs (for health diagnostics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Messages handled so far.
+    pub handled: u64,
+    /// Messages whose handling failed so far.
+    pub errors: u64,
+    /// Messages dropped from its full queues so far.
+    pub dropped: u64,
+}
+
+/// Handled and failed messages, updated by the stage's task.
+#[derive(Default)]
+struct Progress {
+    handled: AtomicU64,
+    errors: AtomicU64,
+}
+
 struct Stage {
+    name: &'static str,
     inbox: Arc<Inbox>,
+    progress: Arc<Progress>,
     task: JoinHandle<StageReport>,
 }
 
@@ -197,9 +217,19 @@ impl Graph {
         let stages = nodes
             .into_iter()
             .zip(inboxes)
-            .map(|((node, _), inbox)| Stage {
-                task: tokio::spawn(run_stage(node, inbox.clone(), router.clone())),
-                inbox,
+            .map(|((node, _), inbox)| {
+                let progress = Arc::new(Progress::default());
+                Stage {
+                    name: node.name(),
+                    task: tokio::spawn(run_stage(
+                        node,
+                        inbox.clone(),
+                        router.clone(),
+                        progress.clone(),
+                    )),
+                    inbox,
+                    progress,
+                }
             })
             .collect();
         Self { router, stages }
@@ -212,7 +242,12 @@ impl Graph {
 
     /// Advances every node's input clock to `now_ns` (after what was published before).
     pub fn tick(&self, now_ns: i64) {
-        for stage in &self.stages {
+        self.tick_where(|_| true, now_ns);
+    }
+
+    /// Advances the input clock of the stages whose name passes `which` to `now_ns`.
+    pub fn tick_where(&self, which: impl Fn(&str) -> bool, now_ns: i64) {
+        for stage in self.stages.iter().filter(|s| which(s.name)) {
             let mut state = stage.inbox.lock();
             if state.clock.is_none() {
                 self.router.inflight.add(1);
@@ -221,6 +256,22 @@ impl Graph {
             drop(state);
             stage.inbox.wake.notify_one();
         }
+    }
+
+    /// Each stage's name and counts so far.
+    pub fn live(&self) -> Vec<(&'static str, LiveCounts)> {
+        self.stages
+            .iter()
+            .map(|stage| {
+                let dropped = stage.inbox.lock().queues.iter().map(|q| q.dropped).sum();
+                let counts = LiveCounts {
+                    handled: stage.progress.handled.load(Ordering::Relaxed),
+                    errors: stage.progress.errors.load(Ordering::Relaxed),
+                    dropped,
+                };
+                (stage.name, counts)
+            })
+            .collect()
     }
 
     /// Waits until every message published so far has been handled (outputs included).
@@ -273,7 +324,12 @@ fn next_work(inbox: &Inbox) -> Option<Work> {
     state.closed.then_some(Work::Closed)
 }
 
-async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Router>) -> StageReport {
+async fn run_stage(
+    mut node: Box<dyn Node>,
+    inbox: Arc<Inbox>,
+    router: Arc<Router>,
+    progress: Arc<Progress>,
+) -> StageReport {
     let name = node.name();
     let (mut handled, mut errors) = (0u64, 0u64);
     let mut handle_ns = Vec::new();
@@ -313,10 +369,14 @@ async fn run_stage(mut node: Box<dyn Node>, inbox: Arc<Inbox>, router: Arc<Route
         let publications = match out {
             Ok(publications) => {
                 handled += u64::from(is_message);
+                progress
+                    .handled
+                    .fetch_add(u64::from(is_message), Ordering::Relaxed);
                 publications
             }
             Err((topic, e)) => {
                 errors += 1;
+                progress.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("{name}: message on {topic}: {e:#}");
                 Vec::new()
             }

@@ -16,8 +16,12 @@ pub mod alert;
 pub mod config;
 pub mod detector;
 pub mod feature;
+pub mod health;
 pub mod inproc;
 pub mod maps;
+#[cfg(feature = "ros2")]
+pub mod ros;
+pub mod stages;
 pub mod temporal;
 
 use std::sync::Arc;
@@ -122,6 +126,8 @@ pub trait Node: Send {
     fn name(&self) -> &'static str;
     /// The topics it subscribes to.
     fn subscriptions(&self) -> Vec<&'static str>;
+    /// The topics it publishes on (the r2r binding creates their publishers up front).
+    fn publications(&self) -> Vec<&'static str>;
     /// Handles one message of `topic`. An error is about this message only (bad data): the
     /// caller logs and counts it and goes on.
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>>;

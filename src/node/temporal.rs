@@ -32,7 +32,7 @@
 //! - `feature_timeout_s (double, default 0.5)`: how long on the input clock a map waits for its
 //!   features before it is passed through. [0, 60].
 //! - `overlay_alpha (double, default 0.5)`: weight of the heat colours over the frame. [0, 1].
-//! - `queue_depth (int, default 4)`: messages waiting per subscribed topic; a full queue drops
+//! - `queue_depth (int, default 2)`: messages waiting per subscribed topic; a full queue drops
 //!   the oldest. 1..=100.
 //!
 //! NaN/Inf policy: a detector map with non-finite values is counted (`nonfinite_maps`), skips
@@ -53,18 +53,19 @@ use crate::viz::overlay::blend;
 
 /// Parameters of the temporal node (defaults in `Default`, mirrored in `config/stars.yaml`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[cfg_attr(feature = "ros2", derive(r2r::RosParams))]
 #[serde(deny_unknown_fields, default)]
 pub struct TemporalParams {
     /// Stamp gap (seconds) that starts a new window.
     pub max_gap_s: f64,
     /// Stamps buffered per input while waiting for a partner.
-    pub buffer_size: usize,
+    pub buffer_size: u32,
     /// Seconds (input clock) a map waits for its features.
     pub feature_timeout_s: f64,
     /// Heat weight of the overlay.
     pub overlay_alpha: f64,
     /// Input queue depth per subscribed topic.
-    pub queue_depth: usize,
+    pub queue_depth: u32,
 }
 
 impl Default for TemporalParams {
@@ -74,7 +75,7 @@ impl Default for TemporalParams {
             buffer_size: 8,
             feature_timeout_s: 0.5,
             overlay_alpha: 0.5,
-            queue_depth: 4,
+            queue_depth: 2,
         }
     }
 }
@@ -224,7 +225,7 @@ impl TemporalNode {
             return Ok(());
         }
         self.frames.insert(t, msg);
-        while self.frames.len() > self.params.buffer_size {
+        while self.frames.len() > self.params.buffer_size as usize {
             self.frames.pop_first();
             self.counters.unmatched_frames += 1;
         }
@@ -242,7 +243,7 @@ impl TemporalNode {
         }
         self.features.insert(t, features);
         self.newest_feature = self.newest_feature.max(Some(t));
-        while self.features.len() > self.params.buffer_size {
+        while self.features.len() > self.params.buffer_size as usize {
             self.features.pop_first();
             self.counters.unmatched_features += 1;
         }
@@ -267,7 +268,7 @@ impl TemporalNode {
         let timeout = seconds_to_ns(self.params.feature_timeout_s);
         while let Some((&t, _)) = self.maps.first_key_value() {
             let paired = self.features.contains_key(&t);
-            let overflow = self.maps.len() > self.params.buffer_size;
+            let overflow = self.maps.len() > self.params.buffer_size as usize;
             // Features come in stamp order, so newer features mean this stamp's were dropped.
             let skipped = self.newest_feature.is_some_and(|f| f > t);
             let timed_out = self.clock.saturating_sub(t) > timeout;
@@ -400,6 +401,14 @@ impl Node for TemporalNode {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::CAMERA, topics::FEATURES, topics::DETECTOR_MAP]
+    }
+
+    fn publications(&self) -> Vec<&'static str> {
+        vec![
+            topics::REFINED_MAP,
+            topics::REFINED_OVERLAY,
+            topics::DIAGNOSTICS,
+        ]
     }
 
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {

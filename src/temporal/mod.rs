@@ -7,9 +7,10 @@
 //! sequences. [`Sequencer`] adds the window policy shared by all of them (restart on a new
 //! sequence, a stamp gap or a stamp going backwards).
 //!
-//! Transport-free: no topics and no files here; `node` and `cli` do the plumbing. The one
-//! exception is [`flicker`], the toy sequence generator, which can also write its sequences in
-//! the TALLO layout for the command line. The baselines' exact rules and the numbers measured
+//! Transport-free: no topics and no files here; `node` and `cli` do the plumbing. Two
+//! exceptions: [`flicker`], the toy sequence generator, which can also write its sequences in
+//! the TALLO layout for the command line, and [`open`], which builds a method from its name,
+//! a baseline's YAML file or a refiner checkpoint. The baselines' exact rules and the numbers measured
 //! on [`flicker`] data are in `docs/temporal.md`.
 //!
 //! [`reset`]: TemporalMethod::reset
@@ -20,6 +21,7 @@ pub mod centroid;
 pub mod ema;
 pub mod flicker;
 pub mod kalman;
+pub mod open;
 pub mod stars;
 
 use centroid::{CentroidConfig, CentroidTracker};

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::{AnomalyMap, Frame, TemporalMethod};
 use crate::model::stars::{StarsRefiner, WINDOW};
@@ -44,7 +44,7 @@ impl TemporalMethod for Stars {
 
     fn step(&mut self, frame: &Frame) -> Result<AnomalyMap> {
         let (w, h) = (frame.map.width, frame.map.height);
-        let dev = Device::Cpu;
+        let dev = self.model.device().clone();
         let map = Tensor::from_slice(&frame.map.data, (1, h, w), &dev)?;
         let features = match (&frame.features, self.needs_features()) {
             (Some(f), true) => Some(Tensor::from_slice(
@@ -83,7 +83,7 @@ mod tests {
     use super::*;
     use crate::model::stars::{seeded_init, Config};
     use crate::temporal::PatchFeatures;
-    use candle_core::DType;
+    use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 
     fn method() -> (Stars, Config) {

@@ -134,18 +134,18 @@ pub fn detector_load_options() -> LoadOptions {
 /// Opens the DINOv2 backbone: `weights` when given, else the random placeholder of `arch`
 /// when `random`, else an error telling the user which flag to pass. The detector reads the
 /// tokens after `blocks` blocks; `None` means FlowCLAS's last block for real weights and
-/// [`PLACEHOLDER_BLOCKS`] for the random placeholder.
+/// [`PLACEHOLDER_BLOCKS`] for the random placeholder. The backbone runs on `device`.
 pub fn open(
     arch: &str,
     weights: Option<&Path>,
     random: bool,
     blocks: Option<usize>,
+    device: &Device,
 ) -> anyhow::Result<Box<dyn FeatureExtractor>> {
-    let device = Device::Cpu;
     let backbone = match (weights, random) {
-        (Some(path), _) => load_dinov2(path, &device, &detector_load_options())
+        (Some(path), _) => load_dinov2(path, device, &detector_load_options())
             .with_context(|| format!("--backbone-weights {}", path.display()))?,
-        (None, true) => random_dinov2(&config_of(arch)?, RANDOM_SEED, &device)?,
+        (None, true) => random_dinov2(&config_of(arch)?, RANDOM_SEED, device)?,
         (None, false) => bail!(
             "no backbone weights: pass --backbone-weights PATH (see `stars models`), or \
              --random-weights for a placeholder run labelled as such"
@@ -163,6 +163,6 @@ pub fn open(
     Ok(Box::new(Dinov2Features {
         backbone,
         blocks,
-        device,
+        device: device.clone(),
     }))
 }

@@ -252,6 +252,11 @@ impl StarsRefiner {
     }
 
     /// The configuration.
+    /// The device the weights live on (inputs go there too).
+    pub fn device(&self) -> &Device {
+        self.residual_weight.device()
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -1,0 +1,4 @@
+//! `temporal_node`: the temporal node on ROS 2 (see docs/nodes.md; `ros2 launch stars stars.launch.py`).
+fn main() -> std::process::ExitCode {
+    stars::node::ros::main("temporal_node", &[stars::node::ros::Role::Temporal])
+}
