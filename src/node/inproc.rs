@@ -187,7 +187,7 @@ impl Graph {
                 .into_iter()
                 .map(|topic| TopicQueue {
                     topic,
-                    depth: (*depth).max(1),
+                    depth: node.queue_depth(topic, *depth).max(1),
                     items: VecDeque::new(),
                     dropped: 0,
                     high_water: 0,

@@ -126,6 +126,11 @@ pub trait Node: Send {
     fn name(&self) -> &'static str;
     /// The topics it subscribes to.
     fn subscriptions(&self) -> Vec<&'static str>;
+    /// Depth of its queue for `topic`, given its `queue_depth` parameter `depth`: by default
+    /// the same for every topic.
+    fn queue_depth(&self, _topic: &str, depth: usize) -> usize {
+        depth
+    }
     /// The topics it publishes on (the r2r binding creates their publishers up front).
     fn publications(&self) -> Vec<&'static str>;
     /// Handles one message of `topic`. An error is about this message only (bad data): the

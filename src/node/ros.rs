@@ -364,6 +364,10 @@ impl Node for Bridged {
         self.inner.publications()
     }
 
+    fn queue_depth(&self, topic: &str, depth: usize) -> usize {
+        self.inner.queue_depth(topic, depth)
+    }
+
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
         let out = self.inner.handle(topic, msg)?;
         self.send(&out);
@@ -596,6 +600,7 @@ fn load(created: Created, backbone: &mut BackboneSlot) -> Result<(Hosted, Box<dy
             }
             RoleParams::Alert(p) => {
                 let p = lock(&p);
+                p.a.validate()?;
                 let node = AlertNode::new(p.a.clone()).context("alert_node.threshold_file")?;
                 (
                     Box::new(node),

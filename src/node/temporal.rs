@@ -32,8 +32,9 @@
 //! - `feature_timeout_s (double, default 0.5)`: how long on the input clock a map waits for its
 //!   features before it is passed through. [0, 60].
 //! - `overlay_alpha (double, default 0.5)`: weight of the heat colours over the frame. [0, 1].
-//! - `queue_depth (int, default 2)`: messages waiting per subscribed topic; a full queue drops
-//!   the oldest. 1..=100.
+//! - `queue_depth (int, default 1)`: detector maps waiting; a full queue drops the oldest, so a
+//!   slow method works on the newest map. Frames and features queue up to `buffer_size` (they
+//!   are only buffered). 1..=100.
 //!
 //! NaN/Inf policy: a detector map with non-finite values is counted (`nonfinite_maps`), skips
 //! the method (whose window is left as it was) and is published unchanged, so the alert node
@@ -64,7 +65,7 @@ pub struct TemporalParams {
     pub feature_timeout_s: f64,
     /// Heat weight of the overlay.
     pub overlay_alpha: f64,
-    /// Input queue depth per subscribed topic.
+    /// Detector maps waiting (frames and features queue up to buffer_size).
     pub queue_depth: u32,
 }
 
@@ -75,7 +76,7 @@ impl Default for TemporalParams {
             buffer_size: 8,
             feature_timeout_s: 0.5,
             overlay_alpha: 0.5,
-            queue_depth: 2,
+            queue_depth: 1,
         }
     }
 }
@@ -401,6 +402,15 @@ impl Node for TemporalNode {
 
     fn subscriptions(&self) -> Vec<&'static str> {
         vec![topics::CAMERA, topics::FEATURES, topics::DETECTOR_MAP]
+    }
+
+    /// Maps queue `queue_depth` deep (a slow method works on the newest); frames and features
+    /// are only buffered, so they queue up to `buffer_size` and are not lost to a slow map.
+    fn queue_depth(&self, topic: &str, depth: usize) -> usize {
+        match topic {
+            topics::DETECTOR_MAP => depth,
+            _ => depth.max(self.params.buffer_size as usize),
+        }
     }
 
     fn publications(&self) -> Vec<&'static str> {

@@ -18,4 +18,12 @@ cargo test --features ros2 --lib node::ros
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 /usr/bin/python3 test/ros2/suite.py --bin-dir target/debug --work "$work" --venv-python .venv/bin/python
+# RViz headless on the suite's demo bag, where rviz2, Xvfb and ImageMagick are installed
+if command -v rviz2 >/dev/null && command -v xvfb-run >/dev/null && command -v import >/dev/null; then
+  demo="$work/demo"
+  test/ros2/rviz_screenshot.sh "$demo/bags/test" "$demo/checkpoints/detector" "$demo/threshold.yaml" \
+    "$work/rviz.png" "$demo/checkpoints/refiner"
+else
+  echo "ros2 suite: RViz screenshot SKIPPED (needs rviz2, xvfb-run, import: ../shared/ros2/install-deps-rviz.sh)"
+fi
 echo "ros2 suite: passed"
