@@ -265,7 +265,7 @@ fn read_summary(file: &mut File, len: u64) -> Result<Option<Summary>> {
     let mut reader = SummaryReader::new_with_options(
         SummaryReaderOptions::default()
             .with_file_size(len)
-            .with_record_length_limit(usize::try_from(len).unwrap_or(usize::MAX)),
+            .with_record_length_limit(records::MAX_SUMMARY_RECORD as usize),
     );
     while let Some(event) = reader.next_event() {
         match event? {

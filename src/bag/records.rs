@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use mcap::records::op;
 
 /// One field of a record body, as far as lengths go.
@@ -91,9 +91,13 @@ const RECORD_HEADER: u64 = 1 + 8;
 const FOOTER: u64 = RECORD_HEADER + 8 + 8 + 4;
 const MAGIC: u64 = 8;
 
-/// Checks every record of the summary section of the MCAP `file` (`len` bytes), so the
-/// `mcap` crate's summary reader only parses records whose lengths fit. A file without a
-/// footer or summary passes: the summary reader reports those.
+/// Largest summary record we read. Summary records are indexes, statistics, schemas and
+/// channels (kilobytes); without a cap, one record claiming the whole file would be read whole.
+pub const MAX_SUMMARY_RECORD: u64 = 64 << 20;
+
+/// Checks every record of the summary section of the MCAP `file` (`len` bytes), one at a
+/// time, so the `mcap` crate's summary reader only parses records whose lengths fit. A file
+/// without a footer or summary passes: the summary reader reports those.
 pub fn check_summary(file: &mut File, len: u64) -> Result<()> {
     let Some(footer_at) = len.checked_sub(FOOTER + MAGIC) else {
         return Ok(());
@@ -101,12 +105,13 @@ pub fn check_summary(file: &mut File, len: u64) -> Result<()> {
     let mut footer = [0u8; FOOTER as usize];
     file.seek(SeekFrom::Start(footer_at))?;
     file.read_exact(&mut footer)?;
-    if footer[0] != op::FOOTER {
+    let Some((&[op::FOOTER], rest)) = footer.split_first_chunk::<1>() else {
         return Ok(());
-    }
-    let mut start = [0u8; 8];
-    start.copy_from_slice(&footer[9..17]);
-    let start = u64::from_le_bytes(start);
+    };
+    let start = rest
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
     if start == 0 {
         return Ok(());
     }
@@ -114,27 +119,28 @@ pub fn check_summary(file: &mut File, len: u64) -> Result<()> {
         start <= footer_at,
         "the footer places the summary at {start}, past the footer at {footer_at}"
     );
-    let mut summary = vec![0u8; (footer_at - start) as usize];
-    file.seek(SeekFrom::Start(start))?;
-    file.read_exact(&mut summary)?;
-    let mut rest = summary.as_slice();
-    while !rest.is_empty() {
-        let at = start + (summary.len() - rest.len()) as u64;
-        let Some((&opcode, after)) = rest.split_first() else {
-            break;
-        };
-        let Some((body_len, after)) = after.split_first_chunk::<8>() else {
-            bail!("summary record at {at} is cut off");
-        };
-        let body_len = u64::from_le_bytes(*body_len);
+    let mut at = start;
+    let mut body = Vec::new();
+    while at < footer_at {
+        let mut head = [0u8; RECORD_HEADER as usize];
         ensure!(
-            body_len <= after.len() as u64,
-            "summary record at {at} claims {body_len} bytes, {} left",
-            after.len()
+            footer_at - at >= RECORD_HEADER,
+            "summary record at {at} is cut off"
         );
-        let (body, after) = after.split_at(body_len as usize);
-        check(opcode, body).with_context(|| format!("summary record at {at}"))?;
-        rest = after;
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut head)?;
+        let [opcode, length @ ..] = head;
+        let length = u64::from_le_bytes(length);
+        let left = footer_at - at - RECORD_HEADER;
+        ensure!(
+            length <= left.min(MAX_SUMMARY_RECORD),
+            "summary record at {at} claims {length} bytes ({left} left, at most \
+             {MAX_SUMMARY_RECORD} read)"
+        );
+        body.resize(length as usize, 0);
+        file.read_exact(&mut body)?;
+        check(opcode, &body).with_context(|| format!("summary record at {at}"))?;
+        at += RECORD_HEADER + length;
     }
     Ok(())
 }
