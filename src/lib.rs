@@ -17,6 +17,10 @@
 //! | [`node`]  | the four nodes' logic and the in-process graph |
 //! | [`viz`]   | colormaps, overlays, contact sheets |
 //! | `cli`     | the `stars` command; only its entry point [`main`] is public |
+// Nothing read from a file, a message or a parameter may panic the library: errors are
+// returned. The few `expect`s left state invariants of our own code, each with its reason
+// (`#[expect(clippy::expect_used, reason = ...)]`, listed in docs/reliability.md).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 pub mod bag;
 mod cli;
 pub mod data;

@@ -24,6 +24,7 @@
 //! ```
 pub mod metadata;
 pub mod reader;
+mod records;
 pub mod sequences;
 pub mod writer;
 

@@ -6,12 +6,13 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use mcap::read::ChunkReader;
-use mcap::records::{op, ChunkHeader, ChunkIndex, Record};
+use mcap::records::{op, ChunkIndex, Record};
 use mcap::sans_io::summary_reader::{SummaryReadEvent, SummaryReader, SummaryReaderOptions};
+use mcap::sans_io::{LinearReadEvent, LinearReader, LinearReaderOptions};
 use mcap::Summary;
 
 use super::metadata::{BagInfo, MetadataFile};
+use super::records;
 use crate::msg::{Image, ImageRef, Message};
 
 /// Largest inflated size of a compressed chunk we accept (4 GiB), so a hostile file cannot make
@@ -119,7 +120,8 @@ impl BagReader {
             .metadata()
             .with_context(|| format!("reading {}", mcap_path.display()))?
             .len();
-        let summary = read_summary(&mut file, file_len)
+        let summary = records::check_summary(&mut file, file_len)
+            .and_then(|()| read_summary(&mut file, file_len))
             .with_context(|| {
                 format!(
                     "{}: truncated or corrupt MCAP (cannot read its summary)",
@@ -194,8 +196,12 @@ impl BagReader {
         file.seek(SeekFrom::Start(index.offset))
             .and_then(|_| file.read_exact(&mut record))
             .with_context(|| format!("reading attachment {name} of {}", path.display()))?;
-        match mcap::parse_record(op::ATTACHMENT, &record[RECORD_HEADER as usize..]) {
-            Ok(Record::Attachment { data, .. }) => Ok(data.into_owned()),
+        let body = &record[RECORD_HEADER as usize..];
+        match records::check(op::ATTACHMENT, body)
+            .ok()
+            .and_then(|()| mcap::parse_record(op::ATTACHMENT, body).ok())
+        {
+            Some(Record::Attachment { data, .. }) => Ok(data.into_owned()),
             _ => bail!("{}: attachment {name} is damaged", path.display()),
         }
     }
@@ -259,7 +265,7 @@ fn read_summary(file: &mut File, len: u64) -> Result<Option<Summary>> {
     let mut reader = SummaryReader::new_with_options(
         SummaryReaderOptions::default()
             .with_file_size(len)
-            .with_record_length_limit(usize::try_from(len).unwrap_or(usize::MAX)),
+            .with_record_length_limit(records::MAX_SUMMARY_RECORD as usize),
     );
     while let Some(event) = reader.next_event() {
         match event? {
@@ -419,8 +425,13 @@ impl Messages<'_> {
             self.slots.resize_with(n, Vec::new);
         }
         for slot in 0..n {
-            self.load_chunk(first + slot, slot)
-                .with_context(|| format!("reading {}", self.bag.mcap_path.display()))?;
+            self.load_chunk(first + slot, slot).with_context(|| {
+                format!(
+                    "reading the chunk at byte {} of {}",
+                    self.chunks[first + slot].chunk_start_offset,
+                    self.bag.mcap_path.display()
+                )
+            })?;
         }
         // Stable, so equal log times keep file order; already-sorted input costs one pass.
         self.entries.sort_by_key(|e| e.log_time);
@@ -429,57 +440,93 @@ impl Messages<'_> {
 
     fn load_chunk(&mut self, chunk: usize, slot: usize) -> Result<()> {
         let index = &self.chunks[chunk];
-        let offset = index.compressed_data_offset()?;
-        ensure!(
-            offset.saturating_add(index.compressed_size) <= self.bag.file_len,
-            "chunk at {offset} (+{} bytes) lies beyond the end of the file",
-            index.compressed_size
-        );
         let buf = &mut self.slots[slot];
-        buf.resize(index.compressed_size as usize, 0);
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .and_then(|_| self.file.read_exact(buf))
-            .with_context(|| format!("reading the chunk at {offset}"))?;
         if index.compression.is_empty() {
+            let offset = index.compressed_data_offset()?;
+            read_at(
+                &mut self.file,
+                self.bag.file_len,
+                offset,
+                index.compressed_size,
+                buf,
+            )?;
             ensure!(
                 index.uncompressed_size == index.compressed_size,
                 "uncompressed chunk at {offset} has inconsistent sizes"
             );
             return index_messages(buf, slot, &self.channels, &mut self.entries);
         }
+        let offset = index.chunk_start_offset;
         ensure!(
             index.uncompressed_size <= MAX_INFLATED_CHUNK,
             "compressed chunk at {offset} claims {} bytes inflated, above the {MAX_INFLATED_CHUNK}-byte limit",
             index.uncompressed_size
         );
-        let header = ChunkHeader {
-            message_start_time: index.message_start_time,
-            message_end_time: index.message_end_time,
-            uncompressed_size: index.uncompressed_size,
-            uncompressed_crc: 0, // 0: not checked, as for uncompressed chunks
-            compression: index.compression.clone(),
-            compressed_size: index.compressed_size,
-        };
+        // The whole chunk record goes through mcap's linear reader, which inflates it and lends
+        // each inner record unparsed: only Message records are parsed (schemas and channels
+        // come from the summary), so no inner length is trusted before it is checked.
+        read_at(
+            &mut self.file,
+            self.bag.file_len,
+            offset,
+            index.chunk_length,
+            buf,
+        )?;
+        let limit = index.uncompressed_size.max(index.chunk_length);
+        let mut reader = LinearReader::new_with_options(
+            LinearReaderOptions::default()
+                .with_skip_start_magic(true)
+                .with_skip_end_magic(true)
+                .with_record_length_limit(usize::try_from(limit).unwrap_or(usize::MAX)),
+        );
+        let mut input = buf.as_slice();
         let mut inflated = Vec::new();
-        for record in ChunkReader::new(header, buf)? {
-            if let Record::Message { header, data } = record? {
-                if self.channels.is_empty() || self.channels.contains(&header.channel_id) {
-                    let start = inflated.len();
-                    inflated.extend_from_slice(&data);
-                    self.entries.push(Entry {
-                        log_time: header.log_time,
-                        channel: header.channel_id,
-                        slot,
-                        start,
-                        end: inflated.len(),
-                    });
+        while let Some(event) = reader.next_event() {
+            match event? {
+                LinearReadEvent::ReadRequest(want) => {
+                    let n = want.min(input.len());
+                    reader.insert(n).copy_from_slice(&input[..n]);
+                    reader.notify_read(n);
+                    input = &input[n..];
                 }
+                LinearReadEvent::Record {
+                    opcode: op::MESSAGE,
+                    data,
+                } => {
+                    if let Record::Message { header, data } = mcap::parse_record(op::MESSAGE, data)?
+                    {
+                        if self.channels.is_empty() || self.channels.contains(&header.channel_id) {
+                            let start = inflated.len();
+                            inflated.extend_from_slice(&data);
+                            self.entries.push(Entry {
+                                log_time: header.log_time,
+                                channel: header.channel_id,
+                                slot,
+                                start,
+                                end: inflated.len(),
+                            });
+                        }
+                    }
+                }
+                LinearReadEvent::Record { .. } => {}
             }
         }
         *buf = inflated;
         Ok(())
     }
+}
+
+/// Reads `len` bytes at `offset` of `file` (`file_len` bytes long) into `buf`, checking first
+/// that they lie inside the file, so a hostile index cannot size the buffer.
+fn read_at(file: &mut File, file_len: u64, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+    ensure!(
+        offset.saturating_add(len) <= file_len,
+        "chunk at {offset} (+{len} bytes) lies beyond the end of the file"
+    );
+    buf.resize(len as usize, 0);
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(buf))
+        .with_context(|| format!("reading {len} bytes at {offset}"))
 }
 
 /// Records the messages of an uncompressed chunk's records (`opcode u8, length u64, body`) as

@@ -189,18 +189,18 @@ fn from_tallo(args: &FromTalloArgs) -> Result<()> {
     let mut next_start = (args.start_sec * 1e9).round() as u64;
     let mut result = Ok(());
     for seq in &sequences {
-        spans.push(SequenceSpan {
+        let mut span = SequenceSpan {
             id: seq.id.clone(),
             start_ns: next_start,
             period_ns,
             frames: Vec::new(),
-        });
-        let span = spans.last_mut().expect("just pushed");
-        result = write_sequence(&mut bag, seq, span, &args.frame_id, &bar);
+        };
+        result = write_sequence(&mut bag, seq, &mut span, &args.frame_id, &bar);
+        let last = span.start_ns + period_ns * (span.frames.len() as u64).saturating_sub(1);
+        spans.push(span);
         if result.is_err() {
             break;
         }
-        let last = span.start_ns + period_ns * (span.frames.len() as u64 - 1);
         next_start = last + period_ns + (args.gap_sec * 1e9).round() as u64;
     }
     bar.finish_and_clear();

@@ -8,7 +8,7 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
         ProgressStyle::with_template(
             "{prefix:>12.cyan.bold} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
         )
-        .expect("static template is valid")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
     bar.set_prefix(what.to_string());

@@ -61,7 +61,11 @@ impl Sequence {
         let masks_dir = dir.join("masks");
         let mut frames = Vec::new();
         for (index, image) in numbered_pngs(&frames_dir)? {
-            let mask = masks_dir.join(image.file_name().expect("listed files have names"));
+            let mask = masks_dir.join(
+                image
+                    .file_name()
+                    .context("a listed frame has no file name")?,
+            );
             let mask = mask.is_file().then_some(mask);
             frames.push(Frame { index, image, mask });
         }

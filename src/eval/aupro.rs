@@ -47,11 +47,10 @@ impl ProAccumulator {
     fn add_band(&mut self, scores: &[f32], mask: &[u8], width: usize, anomaly: u8, b: &Band) {
         let (bw, bh) = (b.x1 - b.x0 + 1, b.y1 - b.y0 + 1);
         let rows = || (b.y0..=b.y1).map(|y| y * width + b.x0..y * width + b.x1 + 1);
-        let crop: Vec<u8> = rows()
-            .flat_map(|r| mask[r].iter().map(|&m| u8::from(m == anomaly)))
-            .collect();
-        let crop =
-            GrayImage::from_raw(bw as u32, bh as u32, crop).expect("crop buffer is band-sized");
+        let crop = GrayImage::from_fn(bw as u32, bh as u32, |x, y| {
+            let at = (b.y0 + y as usize) * width + b.x0 + x as usize;
+            Luma([u8::from(mask[at] == anomaly)])
+        });
         let labels = connected_components(&crop, Connectivity::Eight, Luma([0u8]));
 
         let scale = (self.diff.len() - 1) as f64;

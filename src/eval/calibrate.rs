@@ -47,14 +47,14 @@ impl Threshold {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let t: Self = serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses threshold-file YAML; `what` names the source in errors.
+    pub fn parse(text: &str, what: &str) -> Result<Self> {
+        let t: Self = serde_yaml_ng::from_str(text).with_context(|| format!("parsing {what}"))?;
         if !(0.0..=1.0).contains(&t.threshold) {
-            bail!(
-                "{}: threshold {} is outside [0, 1]",
-                path.display(),
-                t.threshold
-            );
+            bail!("{what}: threshold {} is outside [0, 1]", t.threshold);
         }
         Ok(t)
     }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -46,26 +47,33 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
         .with_context(|| format!("reading {}", path.display()))
 }
 
-/// Sets every variable of `vars` from `stored` (read from `path`), strictly.
-pub fn fill(vars: &VarMap, stored: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let data = vars.data().lock().expect("var map lock is not poisoned");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &data[name];
-        let t = stored
-            .get(name)
-            .with_context(|| format!("{} lacks tensor `{name}`", path.display()))?;
-        if t.dims() != var.dims() {
-            bail!(
-                "{}: tensor `{name}` is {:?} but the config needs {:?}",
-                path.display(),
-                t.dims(),
-                var.dims()
-            );
-        }
-        var.set(&t.to_dtype(DType::F32)?)?;
-    }
+/// Builds a model from the tensors `stored` (read from `path`), strictly: every variable
+/// `build` asks for must be stored with its exact shape, and nothing else may be stored.
+///
+/// Each variable is the stored tensor itself (as an f32 [`Var`] in the returned map), never a
+/// fresh allocation of the shape the config declares, so a hostile JSON half (a width of 2^40)
+/// fails on the first shape that disagrees with the file instead of allocating that width.
+pub fn build<M>(
+    stored: HashMap<String, Tensor>,
+    path: &Path,
+    device: &Device,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<M>,
+) -> Result<(M, VarMap)> {
+    let vars = VarMap::new();
+    let backend = Stored {
+        tensors: &stored,
+        vars: vars.clone(),
+        path,
+    };
+    let model = build(VarBuilder::from_backend(
+        Box::new(backend),
+        DType::F32,
+        device.clone(),
+    ))?;
+    let data = vars
+        .data()
+        .lock()
+        .map_err(|_| anyhow!("the variable map of {} is poisoned", path.display()))?;
     let mut extra: Vec<&String> = stored.keys().filter(|k| !data.contains_key(*k)).collect();
     extra.sort();
     if let Some(extra) = extra.first() {
@@ -74,5 +82,59 @@ pub fn fill(vars: &VarMap, stored: &HashMap<String, Tensor>, path: &Path) -> Res
             path.display()
         );
     }
-    Ok(())
+    drop(data);
+    Ok((model, vars))
+}
+
+/// A [`VarBuilder`] backend that hands out the stored tensors as variables of `vars`.
+struct Stored<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+    vars: VarMap,
+    path: &'a Path,
+}
+
+impl SimpleBackend for Stored<'_> {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        _: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let stored = self.get_unchecked(name, dtype, &Device::Cpu)?;
+        // `Error::Msg`, not candle's `bail!`: that one appends a backtrace when RUST_BACKTRACE
+        // is set, and errors are one line.
+        if stored.dims() != shape.dims() {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: tensor `{name}` is {:?} but the config needs {:?}",
+                self.path.display(),
+                stored.dims(),
+                shape.dims()
+            )));
+        }
+        Ok(stored)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        let mut vars = self
+            .vars
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the variable map is poisoned".into()))?;
+        if let Some(var) = vars.get(name) {
+            return Ok(var.as_tensor().clone());
+        }
+        let stored = self.tensors.get(name).ok_or_else(|| {
+            candle_core::Error::Msg(format!("{} lacks tensor `{name}`", self.path.display()))
+        })?;
+        let var = Var::from_tensor(&stored.to_dtype(dtype)?)?;
+        let tensor = var.as_tensor().clone();
+        vars.insert(name.to_string(), var);
+        Ok(tensor)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }

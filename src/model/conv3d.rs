@@ -126,7 +126,8 @@ impl Module for Conv3d {
                 Some(s) => (s + y)?,
             });
         }
-        let y = sum.expect("kt >= 1 because the padded input fits the kernel");
+        let y =
+            sum.ok_or_else(|| candle_core::Error::Msg("conv3d kernel has no time taps".into()))?;
         let (_, _, h_out, w_out) = y.dims4()?;
         let y = y
             .reshape((b, t_out, out_c, h_out, w_out))?

@@ -1,6 +1,7 @@
 //! What the tracking baselines share: blobs (connected components of a thresholded map) with
 //! their centroids and boxes, and the gate that keeps scores inside tracked regions and scales
 //! everything else down.
+use anyhow::{Context, Result};
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{connected_components, Connectivity};
 use serde::{Deserialize, Serialize};
@@ -121,17 +122,24 @@ pub struct Blob {
 
 /// The 8-connected components of `score >= threshold` with at least `min_area` pixels, in
 /// label order (first pixel in raster order).
-pub fn find_blobs(map: &AnomalyMap, gating: &Gating) -> Vec<Blob> {
+pub fn find_blobs(map: &AnomalyMap, gating: &Gating) -> Result<Vec<Blob>> {
     let binary: Vec<u8> = map
         .data
         .iter()
         .map(|&s| u8::from(s >= gating.threshold))
         .collect();
     if !binary.contains(&1) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let image = GrayImage::from_raw(map.width as u32, map.height as u32, binary)
-        .expect("an AnomalyMap holds width x height values");
+    let image =
+        GrayImage::from_raw(map.width as u32, map.height as u32, binary).with_context(|| {
+            format!(
+                "anomaly map {}x{} holds {} values",
+                map.width,
+                map.height,
+                map.data.len()
+            )
+        })?;
     let labels = connected_components(&image, Connectivity::Eight, Luma([0u8]));
     // (sum x, sum y, count, x0, y0, x1, y1) per label.
     let mut acc: Vec<(f64, f64, usize, usize, usize, usize, usize)> = Vec::new();
@@ -153,7 +161,8 @@ pub fn find_blobs(map: &AnomalyMap, gating: &Gating) -> Vec<Blob> {
         a.5 = a.5.max(x);
         a.6 = a.6.max(y);
     }
-    acc.into_iter()
+    Ok(acc
+        .into_iter()
         .filter(|a| a.2 >= gating.min_area.max(1))
         .map(|(sx, sy, n, x0, y0, x1, y1)| Blob {
             centroid: ((sx / n as f64) as f32, (sy / n as f64) as f32),
@@ -165,7 +174,7 @@ pub fn find_blobs(map: &AnomalyMap, gating: &Gating) -> Vec<Blob> {
             },
             area: n,
         })
-        .collect()
+        .collect())
 }
 
 /// Keeps `map`'s scores inside any of `regions` (each grown by the margin) and multiplies the
@@ -218,7 +227,7 @@ mod tests {
             }
         }
         map.data[7 * 10 + 9] = 0.9; // a one-pixel speck
-        let blobs = find_blobs(&map, &Gating::default());
+        let blobs = find_blobs(&map, &Gating::default()).unwrap();
         assert_eq!(blobs.len(), 1);
         assert_eq!(blobs[0].area, 12);
         assert_eq!(blobs[0].centroid, (4.5, 3.0));

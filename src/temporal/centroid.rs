@@ -92,7 +92,7 @@ impl TemporalMethod for CentroidTracker {
     }
 
     fn step(&mut self, frame: &Frame) -> Result<AnomalyMap> {
-        let blobs = find_blobs(&frame.map, &self.cfg.gating);
+        let blobs = find_blobs(&frame.map, &self.cfg.gating)?;
         let mut candidates = Vec::new();
         for (t, track) in self.tracks.iter().enumerate() {
             for (b, blob) in blobs.iter().enumerate() {

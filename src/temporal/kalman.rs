@@ -190,7 +190,7 @@ impl TemporalMethod for KalmanTracker {
             track.x = self.f * track.x;
             track.p = self.f * track.p * self.f.transpose() + self.q;
         }
-        let blobs = find_blobs(&frame.map, &self.cfg.gating);
+        let blobs = find_blobs(&frame.map, &self.cfg.gating)?;
         let mut candidates = Vec::new();
         for (t, track) in self.tracks.iter().enumerate() {
             let (predicted, region) = (track.position(), track.region());

@@ -269,6 +269,10 @@ impl Baseline {
     }
 
     /// The parameters in effect, as JSON (for the files written beside refined maps).
+    #[expect(
+        clippy::expect_used,
+        reason = "configs are structs of plain numbers, which always serialise"
+    )]
     pub fn params_json(&self) -> serde_json::Value {
         let value = match self {
             Self::Ema(cfg) => serde_json::to_value(cfg),

@@ -5,6 +5,7 @@
 //! crop, H/V flips, one pasted object) chosen by `epoch % views`. Fixing the views is what makes
 //! the feature cache work; upstream draws fresh augmentations every time (our deviation).
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -268,7 +269,7 @@ pub fn train(
 /// run. Distributions as candle's defaults: Kaiming normal (ReLU gain) for weights, uniform
 /// +-1/sqrt(fan_in) for the projection bias.
 fn seeded_init(vars: &VarMap, seed: u64) -> Result<()> {
-    let data = vars.data().lock().expect("var map lock is not poisoned");
+    let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_1417);
@@ -315,7 +316,7 @@ fn optimisers(vars: &VarMap, settings: &Settings) -> Result<(AdamW, AdamW)> {
     for (name, var) in vars
         .data()
         .lock()
-        .expect("var map lock is not poisoned")
+        .unwrap_or_else(PoisonError::into_inner)
         .iter()
     {
         if decayed_names.contains(&name.as_str()) {

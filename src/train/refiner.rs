@@ -9,6 +9,7 @@
 //! and the adapter is scored on the validation split (exact pixel AP on the anomaly id); the best
 //! epoch is kept in `OUT/best/` and training stops after `patience` epochs without improvement.
 use std::path::Path;
+use std::sync::PoisonError;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::backprop::GradStore;
@@ -301,7 +302,7 @@ fn optimise(
         report.detector_val_ap = validation_ap(None, n_val, val_item, ids)?;
     }
     let params: Vec<_> = {
-        let data = vars.data().lock().expect("var map lock is not poisoned");
+        let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
         data.iter()
             .filter(|(n, _)| !is_running_stat(n))
             .map(|(_, v)| v.clone())
@@ -354,7 +355,7 @@ fn optimise(
             }
             in_step += 1;
             if in_step == accumulation || i + 1 == micro_batches {
-                opt.step(&acc.take().expect("gradients were accumulated"))?;
+                opt.step(&acc.take().context("no gradients were accumulated")?)?;
                 meta.step += 1;
                 in_step = 0;
             }
@@ -384,12 +385,12 @@ fn optimise(
         });
         meta.epoch = epoch + 1;
         let improved = match (val_ap, report.best) {
-            (Some(ap), Some((_, best))) => ap > best,
-            (Some(_), None) => true,
-            (None, _) => false,
+            (Some(ap), Some((_, best))) if ap > best => Some(ap),
+            (Some(ap), None) => Some(ap),
+            _ => None,
         };
-        if improved {
-            report.best = Some((epoch + 1, val_ap.expect("improved implies a value")));
+        if let Some(ap) = improved {
+            report.best = Some((epoch + 1, ap));
             match out {
                 Some(out) => save(meta, &report, Some(&out.join(BEST_DIR)))?,
                 None => best_weights = Some(snapshot(vars)?),
@@ -416,7 +417,7 @@ fn optimise(
 
 /// A copy of every variable's current value (parameters and running statistics).
 fn snapshot(vars: &VarMap) -> Result<Vec<(Var, Tensor)>> {
-    let data = vars.data().lock().expect("var map lock is not poisoned");
+    let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
     data.values()
         .map(|v| Ok((v.clone(), v.as_tensor().copy()?)))
         .collect()

@@ -130,3 +130,75 @@ pub fn ros2_replay(bag: &Path) -> Option<serde_json::Value> {
     );
     Some(serde_json::from_slice(&out.stdout).expect("the replay check prints JSON"))
 }
+
+/// Saves a tiny FlowCLAS detector with random (untrained) weights in `dir`, on the tiny random
+/// backbone's features at block 0: the cheapest real checkpoint `stars run` accepts.
+pub fn random_detector_checkpoint(dir: &Path) {
+    use stars::model::flowclas;
+    let vars = candle_nn::VarMap::new();
+    let cfg = flowclas::Config::tiny();
+    let state = flowclas::FlowState::new(&cfg, 0);
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &vars,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    flowclas::FlowClas::new(&cfg, &state, vb).expect("the tiny detector builds");
+    let meta = flowclas::CheckpointMeta {
+        config: cfg,
+        state,
+        backbone_arch: "tiny".into(),
+        backbone_weights: "random (test)".into(),
+        backbone_blocks: Some(0),
+        step: 0,
+        epoch: 0,
+        training: serde_json::Value::Null,
+    };
+    flowclas::save(dir, &vars, &meta).expect("the checkpoint saves");
+}
+
+/// A bag at `dir` of `frames` `width` x `height` rgb8 camera frames, 100 ms apart from
+/// 2026-01-01T00:00:00Z, each in a chunk of its own when `chunk_per_frame` (a 4.4 MB mask after
+/// each frame closes the chunk).
+pub fn camera_bag(dir: &Path, frames: u64, (width, height): (u32, u32), chunk_per_frame: bool) {
+    use stars::bag::{BagWriter, Qos};
+    use stars::msg::{Encoding, Header, Image, Message, Time};
+    const T0: u64 = 1_767_225_600_000_000_000;
+    let mut bag = BagWriter::create(dir).expect("the bag is created");
+    bag.add_topic("/camera/image_raw", Image::TYPE, Qos::sensor_data())
+        .expect("a topic");
+    if chunk_per_frame {
+        bag.add_topic("/tallo/gt_mask", Image::TYPE, Qos::sensor_data())
+            .expect("a topic");
+    }
+    for k in 0..frames {
+        let t = T0 + k * 100_000_000;
+        let header = Header {
+            stamp: Time::from_nanos(t),
+            frame_id: "cam".into(),
+        };
+        let data = (0..width * height * 3)
+            .map(|i| (i as u64 * 7 + k) as u8)
+            .collect();
+        let frame = Image::packed(header.clone(), width, height, Encoding::Rgb8, data);
+        bag.write("/camera/image_raw", t, &frame).expect("a frame");
+        if chunk_per_frame {
+            let mask = Image::packed(header, 2100, 2100, Encoding::Mono8, vec![0; 2100 * 2100]);
+            bag.write("/tallo/gt_mask", t + 1, &mask).expect("a mask");
+        }
+    }
+    bag.finish().expect("the bag finishes");
+}
+
+/// Writes a threshold file for the alert node at `path`.
+pub fn threshold_file(path: &Path, threshold: f64) {
+    stars::eval::calibrate::Threshold {
+        threshold,
+        tpr: 0.95,
+        fpr: 0.1,
+        bins: 100,
+        source: "test".into(),
+    }
+    .save(path)
+    .expect("the threshold file saves");
+}

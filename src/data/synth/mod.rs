@@ -270,18 +270,18 @@ fn write_sequence(seq: &SequenceScene, dir: &Path, progress: &ProgressBar) -> Re
                     rgb.width(),
                     rgb.height(),
                     ExtendedColorType::Rgb8,
-                ),
+                )?,
                 png(
                     mask.as_raw(),
                     mask.width(),
                     mask.height(),
                     ExtendedColorType::L8,
-                ),
+                )?,
             );
             progress.inc(1);
-            pair
+            Ok(pair)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     for (k, (frame, mask)) in encoded.iter().enumerate() {
         for (sub, bytes) in [("frames", frame), ("masks", mask)] {
             let path = dir.join(sub).join(format!("{k:03}.png"));
@@ -293,12 +293,12 @@ fn write_sequence(seq: &SequenceScene, dir: &Path, progress: &ProgressBar) -> Re
 
 /// PNG bytes of a raw buffer (fast deflate: paper frames are large, and the encoder is
 /// deterministic for a given input, which is what byte-identical output needs).
-fn png(raw: &[u8], width: u32, height: u32, colour: ExtendedColorType) -> Vec<u8> {
+fn png(raw: &[u8], width: u32, height: u32, colour: ExtendedColorType) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     PngEncoder::new_with_quality(&mut bytes, CompressionType::Fast, FilterType::Adaptive)
         .write_image(raw, width, height, colour)
-        .expect("encoding an in-memory buffer of matching size cannot fail");
-    bytes
+        .context("encoding a PNG")?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

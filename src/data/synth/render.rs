@@ -66,9 +66,9 @@ pub struct Lighting {
 
 /// Renders one frame: the RGB image and the semantic-id mask from the same primary rays.
 pub fn render(scene: &Scene, camera: &Camera, light: &Lighting) -> (RgbImage, GrayImage) {
-    let (w, h) = (camera.width as usize, camera.height as usize);
-    let mut rgb = vec![0u8; w * h * 3];
-    let mut mask = vec![0u8; w * h];
+    let w = camera.width as usize;
+    let mut rgb = RgbImage::new(camera.width, camera.height);
+    let mut mask = GrayImage::new(camera.width, camera.height);
     let bounds = screen_bounds(scene, camera);
     rgb.par_chunks_mut(w * 3)
         .zip(mask.par_chunks_mut(w))
@@ -89,10 +89,7 @@ pub fn render(scene: &Scene, camera: &Camera, light: &Lighting) -> (RgbImage, Gr
                 mask_row[x] = id;
             }
         });
-    (
-        RgbImage::from_raw(camera.width, camera.height, rgb).expect("buffer sized to the image"),
-        GrayImage::from_raw(camera.width, camera.height, mask).expect("buffer sized to the image"),
-    )
+    (rgb, mask)
 }
 
 /// Image-plane bounds of an object, in pixels, and the least depth of its box (a lower bound

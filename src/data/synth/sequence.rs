@@ -177,6 +177,10 @@ impl World {
     }
 
     /// Lays out sequence `plan`: trajectory, look-at poses, sun, anomaly, hard negatives.
+    #[expect(
+        clippy::expect_used,
+        reason = "placing without exclusions always succeeds; the generator takes no input"
+    )]
     pub fn sequence(&self, plan: &SequencePlan) -> SequenceScene {
         let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
         let frames = self.cfg.frames;

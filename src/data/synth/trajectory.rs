@@ -122,8 +122,8 @@ pub fn walk(
 ) -> Vec<Point3<f64>> {
     let mut positions = vec![*start];
     let mut step = Vector3::zeros();
+    let mut p = *start;
     while positions.len() < frames {
-        let p = *positions.last().expect("starts non-empty");
         let to = target - p;
         let pull = to.normalize() * 0.2 * ((to.norm() - MIN_DISTANCE) / 3.0).clamp(-1.0, 1.0);
         let mut next = p;
@@ -141,6 +141,7 @@ pub fn walk(
             step = Vector3::zeros();
         }
         positions.push(next);
+        p = next;
     }
     positions
 }

@@ -168,7 +168,14 @@ impl Dinov2 {
             mean: 0.0,
             stdev: 0.02,
         };
-        let table = cfg.pos_grid * cfg.pos_grid;
+        // A config file may declare any grid; its table size must not overflow.
+        let Some(table) = cfg
+            .pos_grid
+            .checked_mul(cfg.pos_grid)
+            .filter(|t| *t < usize::MAX)
+        else {
+            bail!("position grid {0}x{0} is too large", cfg.pos_grid);
+        };
         let register_tokens = match cfg.num_register_tokens {
             0 => None,
             n => Some(vb.get_with_hints((1, n, c), "register_tokens", init)?),

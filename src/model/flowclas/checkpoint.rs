@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
+use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Config, FlowClas, FlowState};
@@ -52,14 +52,6 @@ pub fn load_meta(dir: &Path) -> Result<CheckpointMeta> {
 /// no other tensor may be there.
 pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, CheckpointMeta)> {
     let meta = load_meta(dir)?;
-    let vars = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
-    let model = FlowClas::new(&meta.config, &meta.state, vb).with_context(|| {
-        format!(
-            "building the detector from {}",
-            dir.join(DETECTOR_JSON).display()
-        )
-    })?;
     let path = dir.join(DETECTOR_WEIGHTS);
     let stored = checkpoint_files::read_tensors(&path, device)?;
     if let Some(rein) = stored.keys().find(|k| k.starts_with("rein")) {
@@ -69,6 +61,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<(FlowClas, VarMap, Checkpoint
             path.display()
         );
     }
-    checkpoint_files::fill(&vars, &stored, &path)?;
+    let (model, vars) = checkpoint_files::build(stored, &path, device, |vb| {
+        FlowClas::new(&meta.config, &meta.state, vb)
+    })
+    .with_context(|| {
+        format!(
+            "building the detector from {}",
+            dir.join(DETECTOR_JSON).display()
+        )
+    })?;
     Ok((model, vars, meta))
 }

@@ -18,6 +18,8 @@ pub use backbone::{Embedded, FeatureExtractor};
 
 pub use checkpoint::{load, load_meta, save, CheckpointMeta, DETECTOR_JSON, DETECTOR_WEIGHTS};
 
+use std::sync::PoisonError;
+
 use candle_core::{bail, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
@@ -122,6 +124,15 @@ impl FlowState {
             )
         }
         for (i, p) in self.permutations.iter().enumerate() {
+            // Length first: `channels` comes from the same JSON and may be hostile, while the
+            // permutation's length is bounded by the file, so it bounds the `seen` allocation.
+            if p.len() != cfg.channels {
+                bail!(
+                    "permutation {i} has {} entries, expected {}",
+                    p.len(),
+                    cfg.channels
+                )
+            }
             let mut seen = vec![false; cfg.channels];
             for &c in p {
                 match seen.get_mut(c as usize) {
@@ -131,13 +142,6 @@ impl FlowState {
                         cfg.channels
                     ),
                 }
-            }
-            if p.len() != cfg.channels {
-                bail!(
-                    "permutation {i} has {} entries, expected {}",
-                    p.len(),
-                    cfg.channels
-                )
             }
         }
         Ok(())
@@ -195,7 +199,7 @@ impl ActNorm {
         let logscale = Tensor::from_vec(std, c, x.device())?
             .log()?
             .to_dtype(x.dtype())?;
-        let data = vars.data().lock().expect("var map lock is not poisoned");
+        let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
         for (name, value) in [("loc", &mean), ("logscale", &logscale)] {
             let key = format!("{}.{name}", self.prefix);
             match data.get(&key) {

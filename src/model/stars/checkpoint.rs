@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
+use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Config, StarsRefiner};
@@ -51,16 +51,16 @@ pub fn load_meta(dir: &Path) -> Result<RefinerMeta> {
 /// no other tensor may be there.
 pub fn load(dir: &Path, device: &Device) -> Result<(StarsRefiner, VarMap, RefinerMeta)> {
     let meta = load_meta(dir)?;
-    let vars = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
-    let model = StarsRefiner::new(&meta.config, vb).with_context(|| {
+    let path = dir.join(REFINER_WEIGHTS);
+    let stored = checkpoint_files::read_tensors(&path, device)?;
+    let (model, vars) = checkpoint_files::build(stored, &path, device, |vb| {
+        StarsRefiner::new(&meta.config, vb)
+    })
+    .with_context(|| {
         format!(
             "building the refiner from {}",
             dir.join(REFINER_JSON).display()
         )
     })?;
-    let path = dir.join(REFINER_WEIGHTS);
-    let stored = checkpoint_files::read_tensors(&path, device)?;
-    checkpoint_files::fill(&vars, &stored, &path)?;
     Ok((model, vars, meta))
 }

@@ -22,6 +22,8 @@ mod layers;
 
 pub use checkpoint::{load, load_meta, save, RefinerMeta, REFINER_JSON, REFINER_WEIGHTS};
 
+use std::sync::PoisonError;
+
 use candle_core::{bail, DType, Device, Module, ModuleT, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -66,6 +68,10 @@ impl Variant {
         self == Self::Full
     }
 }
+
+/// Largest fused resolution a refiner config may ask for: 8x the paper's 256, so one fused
+/// map of the paper's 256 channels stays within 4 GiB of f32.
+pub const MAX_RESOLUTION: usize = 2048;
 
 /// Widths and resolution of the adapter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,7 +175,9 @@ impl Config {
         }
     }
 
-    /// Rejects zero widths and even kernels (a hand-edited JSON must not panic).
+    /// Rejects zero widths, even kernels and resolutions above [`MAX_RESOLUTION`] (a
+    /// hand-edited JSON must not panic, nor make the first frame allocate without bound: the
+    /// widths are checked against the stored tensors, the resolution only here).
     pub fn validate(&self) -> Result<()> {
         let widths = [
             ("feature_channels", self.feature_channels),
@@ -185,6 +193,12 @@ impl Config {
         ];
         if let Some((name, _)) = widths.iter().find(|(_, v)| *v == 0) {
             bail!("refiner config: {name} must be at least 1")
+        }
+        if self.resolution > MAX_RESOLUTION {
+            bail!(
+                "refiner config: resolution {} is above {MAX_RESOLUTION}",
+                self.resolution
+            )
         }
         if self.fusion_kernel % 2 == 0 {
             bail!(
@@ -485,7 +499,7 @@ pub fn is_running_stat(name: &str) -> bool {
 /// Trainable parameters per top-level module (`anomaly`, `fusion`, `temporal`, `confidence`,
 /// `residual_weight`), in name order.
 pub fn parameter_counts(vars: &VarMap) -> Vec<(String, usize)> {
-    let data = vars.data().lock().expect("var map lock is not poisoned");
+    let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for (name, var) in data.iter().filter(|(n, _)| !is_running_stat(n)) {
         let module = name.split('.').next().unwrap_or(name).to_string();
@@ -498,7 +512,7 @@ pub fn parameter_counts(vars: &VarMap) -> Vec<(String, usize)> {
 /// +-1/sqrt(fan_in)) from a generator seeded with `seed`: candle's CPU initialisers cannot be
 /// seeded, and a run must be reproducible. BatchNorm, running stats and w_r keep their constants.
 pub fn seeded_init(vars: &VarMap, seed: u64) -> Result<()> {
-    let data = vars.data().lock().expect("var map lock is not poisoned");
+    let data = vars.data().lock().unwrap_or_else(PoisonError::into_inner);
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x57a2_5eed);

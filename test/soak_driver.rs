@@ -1,0 +1,281 @@
+//! The soak run shared by `test/soak.rs` (short) and `benches/soak.rs` (100,000 frames):
+//! generated camera frames through the in-process graph of the real nodes at the tiny preset
+//! (random backbone, random-init detector and STARS refiner), every output recorded into a
+//! bag, the process's memory sampled as it goes.
+#![allow(dead_code)] // the test and the bench read different fields
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use stars::bag::{BagSummary, BagWriter, Qos};
+use stars::model::flowclas::{self, backbone, FeatureExtractor};
+use stars::model::stars::{Config as RefinerConfig, StarsRefiner};
+use stars::msg::{Bool, DiagnosticArray, Encoding, Header, Image, Message, Time};
+use stars::node::alert::{AlertNode, AlertParams};
+use stars::node::detector::{DetectorNode, DetectorParams};
+use stars::node::feature::{FeatureNode, FeatureParams};
+use stars::node::inproc::{Graph, StageReport};
+use stars::node::temporal::{TemporalNode, TemporalParams};
+use stars::node::{topics, Msg, Node, Publication};
+use stars::temporal::stars::Stars;
+
+/// 2026-01-01T00:00:00Z.
+const T0: u64 = 1_767_225_600_000_000_000;
+/// Frames are 100 ms apart (10 Hz) on the input clock.
+const PERIOD_NS: u64 = 100_000_000;
+/// Small frames: the soak measures the graph's bookkeeping, not the models' arithmetic.
+const FRAME: (u32, u32) = (32, 24);
+/// The feature node's input side: a 4x4 patch grid.
+const FEATURE_SIDE: u32 = 56;
+
+/// One memory sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    /// Frames published so far.
+    pub frame: u64,
+    /// Resident set size (VmRSS), KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size so far (VmHWM), KiB.
+    pub hwm_kib: u64,
+    /// Seconds since the first frame.
+    pub elapsed_s: f64,
+}
+
+/// What a soak run measured.
+pub struct Soak {
+    pub frames: u64,
+    pub samples: Vec<Sample>,
+    pub reports: Vec<StageReport>,
+    pub bag: BagSummary,
+    pub seconds: f64,
+}
+
+impl Soak {
+    pub fn frames_per_s(&self) -> f64 {
+        self.frames as f64 / self.seconds
+    }
+
+    /// The report of the stage called `name`.
+    pub fn stage(&self, name: &str) -> &StageReport {
+        self.reports
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no stage {name}"))
+    }
+
+    /// RSS growth between the first sample at or after frame `from` and the last sample, as a
+    /// fraction of the former.
+    pub fn rss_growth_after(&self, from: u64) -> f64 {
+        let first = self
+            .samples
+            .iter()
+            .find(|s| s.frame >= from)
+            .expect("a sample after warm-up");
+        let last = self.samples.last().expect("samples");
+        (last.rss_kib as f64 - first.rss_kib as f64) / first.rss_kib as f64
+    }
+}
+
+/// VmRSS and VmHWM of this process, KiB.
+pub fn memory_kib() -> Result<(u64, u64)> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/self/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Records every output topic into a bag, as `stars run` does.
+struct Recorder {
+    bag: Arc<Mutex<Option<BagWriter>>>,
+}
+
+const RECORDED: [(&str, stars::msg::MessageType); 8] = [
+    (topics::CAMERA, Image::TYPE),
+    (topics::FEATURES, Image::TYPE),
+    (topics::DETECTOR_MAP, Image::TYPE),
+    (topics::REFINED_MAP, Image::TYPE),
+    (topics::REFINED_OVERLAY, Image::TYPE),
+    (topics::ALERT_ACTIVE, Bool::TYPE),
+    (topics::ALERT_STATUS, DiagnosticArray::TYPE),
+    (topics::DIAGNOSTICS, DiagnosticArray::TYPE),
+];
+
+impl Node for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn subscriptions(&self) -> Vec<&'static str> {
+        RECORDED.iter().map(|t| t.0).collect()
+    }
+    fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
+        let mut guard = self.bag.lock().unwrap_or_else(PoisonError::into_inner);
+        let bag = guard.as_mut().context("the bag is closed")?;
+        let time = |h: &Header| h.stamp.to_nanos().unwrap_or(T0);
+        match msg.as_ref() {
+            Msg::Image(m) => bag.write(topic, time(&m.header), m)?,
+            Msg::Diagnostics(m) => bag.write(topic, time(&m.header), m)?,
+            Msg::Bool(m) => bag.write(topic, T0, m)?,
+        }
+        Ok(Vec::new())
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// A camera frame: a gradient moving one pixel per frame.
+fn frame(k: u64) -> Image {
+    let (w, h) = FRAME;
+    let data = (0..w * h)
+        .flat_map(|i| {
+            let x = (i % w) as u64 + k;
+            [(x * 8) as u8, (i / w * 10) as u8, 128]
+        })
+        .collect();
+    let header = Header {
+        stamp: Time::from_nanos(T0 + k * PERIOD_NS),
+        frame_id: "camera".into(),
+    };
+    Image::packed(header, w, h, Encoding::Rgb8, data)
+}
+
+/// The four nodes at the tiny preset, random weights throughout.
+fn nodes() -> Result<Vec<(Box<dyn Node>, usize)>> {
+    let device = Device::Cpu;
+    let extractor: Arc<dyn FeatureExtractor> =
+        Arc::from(backbone::open("tiny", None, true, Some(0))?);
+    let vars = VarMap::new();
+    let cfg = flowclas::Config::tiny();
+    let detector = flowclas::FlowClas::new(
+        &cfg,
+        &flowclas::FlowState::new(&cfg, 0),
+        VarBuilder::from_varmap(&vars, DType::F32, &device),
+    )?;
+    let refiner_vars = VarMap::new();
+    let refiner = StarsRefiner::new(
+        &RefinerConfig::tiny(),
+        VarBuilder::from_varmap(&refiner_vars, DType::F32, &device),
+    )?;
+    let feature = FeatureParams {
+        input_size: FEATURE_SIDE,
+        ..FeatureParams::default()
+    };
+    let alert = AlertParams::default();
+    Ok(vec![
+        (
+            Box::new(FeatureNode::new(feature.clone(), extractor.clone())?),
+            feature.queue_depth,
+        ),
+        (
+            Box::new(DetectorNode::new(
+                DetectorParams::default(),
+                detector,
+                extractor,
+            )?),
+            DetectorParams::default().queue_depth,
+        ),
+        (
+            Box::new(TemporalNode::new(
+                TemporalParams::default(),
+                Box::new(Stars::new(refiner)),
+            )?),
+            TemporalParams::default().queue_depth,
+        ),
+        (
+            Box::new(AlertNode::with_threshold(alert.clone(), 0.5)?),
+            alert.queue_depth,
+        ),
+    ])
+}
+
+/// Publishes `frames` frames, each once the graph is idle (lossless, as `stars run --rate
+/// max`), sampling memory every `sample_every` frames; records into a bag at `out`.
+pub fn run(frames: u64, sample_every: u64, out: &Path) -> Result<Soak> {
+    let mut bag = BagWriter::create(out)?;
+    for (topic, ty) in RECORDED {
+        let qos = if ty == Bool::TYPE {
+            Qos::latched()
+        } else {
+            Qos::reliable()
+        };
+        bag.add_topic(topic, ty, qos)?;
+    }
+    let bag = Arc::new(Mutex::new(Some(bag)));
+    let mut graph_nodes = nodes()?;
+    graph_nodes.push((Box::new(Recorder { bag: bag.clone() }), 64));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()?;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    let reports = runtime.block_on(async {
+        let graph = Graph::start(graph_nodes);
+        for k in 0..frames {
+            if k % sample_every == 0 {
+                let (rss_kib, hwm_kib) = memory_kib()?;
+                samples.push(Sample {
+                    frame: k,
+                    rss_kib,
+                    hwm_kib,
+                    elapsed_s: start.elapsed().as_secs_f64(),
+                });
+            }
+            graph.publish(topics::CAMERA, Msg::Image(frame(k)));
+            graph.tick((T0 + k * PERIOD_NS) as i64);
+            graph.settle().await;
+        }
+        anyhow::Ok(graph.stop().await)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let (rss_kib, hwm_kib) = memory_kib()?;
+    samples.push(Sample {
+        frame: frames,
+        rss_kib,
+        hwm_kib,
+        elapsed_s: seconds,
+    });
+    let writer = bag
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .context("the bag writer is gone")?;
+    Ok(Soak {
+        frames,
+        samples,
+        reports,
+        bag: writer.finish()?,
+        seconds,
+    })
+}
+
+/// Checks the accounting: every published frame was handled or counted as dropped by every
+/// stage, nothing failed, and the bag holds every refined map and alert status.
+pub fn check_accounting(soak: &Soak) {
+    let n = soak.frames;
+    for report in &soak.reports {
+        assert_eq!(report.errors, 0, "{}: errors", report.name);
+    }
+    for name in ["feature_node", "detector_node", "alert_node"] {
+        let r = soak.stage(name);
+        assert_eq!(r.handled + r.total_dropped(), n, "{name}: {r:?}");
+    }
+    // The temporal node takes frames, features and maps.
+    let temporal = soak.stage("temporal_node");
+    assert_eq!(
+        temporal.handled + temporal.total_dropped(),
+        3 * n,
+        "{temporal:?}"
+    );
+    // Every message the recorder took is in the bag.
+    assert_eq!(soak.stage("recorder").handled, soak.bag.message_count);
+}
