@@ -24,7 +24,8 @@ fn frame(seed: u32) -> RgbImage {
 fn detector(c: &mut Criterion) {
     let dev = Device::Cpu;
     // all 12 blocks, as with pretrained weights (the random placeholder reads fewer)
-    let extractor = backbone::open("vit_small", None, true, Some(12)).expect("random ViT-S");
+    let extractor = backbone::open("vit_small", None, true, Some(12), &candle_core::Device::Cpu)
+        .expect("random ViT-S");
     let cfg = Config::small();
     let mut state = FlowState::new(&cfg, 0);
     let vars = VarMap::new();

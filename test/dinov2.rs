@@ -793,7 +793,14 @@ fn detector_backbone_uses_the_original_interpolation_for_hf_named_weights() {
         ) < TOL
     );
 
-    let extractor = backbone::open("tiny", Some(&hf_named), false, None).unwrap();
+    let extractor = backbone::open(
+        "tiny",
+        Some(&hf_named),
+        false,
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert!(
         extractor
             .describe()
@@ -953,8 +960,14 @@ fn frames_are_padded_to_the_backbones_patch_size() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("ViT-16x2/7"));
     assert_eq!(Tensor::read_npy(&out).unwrap().dims(), &[9, 15, 16]);
 
-    let extractor =
-        stars::model::flowclas::backbone::open("tiny", Some(&folder), false, None).unwrap();
+    let extractor = stars::model::flowclas::backbone::open(
+        "tiny",
+        Some(&folder),
+        false,
+        None,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     let embedded = extractor.embed(&frame).unwrap();
     assert_eq!(embedded.features.dims(), &[1, 16, 9, 15]);
     let padding = embedded.padding;
@@ -1023,18 +1036,20 @@ fn random_placeholder_reads_the_patch_embedding_and_stays_labelled() {
     support::assert_success(&run);
     assert!(max_abs_diff(&Tensor::read_npy(&out).unwrap(), &embedding) > 1e-2);
 
-    let placeholder = backbone::open("vit_small", None, true, None).unwrap();
+    let placeholder =
+        backbone::open("vit_small", None, true, None, &candle_core::Device::Cpu).unwrap();
     assert!(placeholder.is_random());
     assert_eq!(placeholder.blocks(), Some(0));
     assert!(placeholder.describe().contains("RANDOM WEIGHTS"));
     assert!(placeholder.describe().contains("patch embedding only"));
-    let whole = backbone::open("vit_small", None, true, Some(12)).unwrap();
+    let whole =
+        backbone::open("vit_small", None, true, Some(12), &candle_core::Device::Cpu).unwrap();
     assert_ne!(
         whole.describe(),
         placeholder.describe(),
         "the cache key must tell them apart"
     );
-    let err = backbone::open("vit_small", None, true, Some(13))
+    let err = backbone::open("vit_small", None, true, Some(13), &candle_core::Device::Cpu)
         .err()
         .unwrap();
     assert!(err.to_string().contains("--backbone-blocks 13"), "{err}");

@@ -117,6 +117,9 @@ impl Node for Recorder {
     fn subscriptions(&self) -> Vec<&'static str> {
         RECORDED.iter().map(|t| t.0).collect()
     }
+    fn publications(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
     fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
         let mut guard = self.bag.lock().unwrap_or_else(PoisonError::into_inner);
         let bag = guard.as_mut().context("the bag is closed")?;
@@ -153,7 +156,7 @@ fn frame(k: u64) -> Image {
 fn nodes() -> Result<Vec<(Box<dyn Node>, usize)>> {
     let device = Device::Cpu;
     let extractor: Arc<dyn FeatureExtractor> =
-        Arc::from(backbone::open("tiny", None, true, Some(0))?);
+        Arc::from(backbone::open("tiny", None, true, Some(0), &device)?);
     let vars = VarMap::new();
     let cfg = flowclas::Config::tiny();
     let detector = flowclas::FlowClas::new(
@@ -174,7 +177,7 @@ fn nodes() -> Result<Vec<(Box<dyn Node>, usize)>> {
     Ok(vec![
         (
             Box::new(FeatureNode::new(feature.clone(), extractor.clone())?),
-            feature.queue_depth,
+            feature.queue_depth as usize,
         ),
         (
             Box::new(DetectorNode::new(
@@ -182,18 +185,18 @@ fn nodes() -> Result<Vec<(Box<dyn Node>, usize)>> {
                 detector,
                 extractor,
             )?),
-            DetectorParams::default().queue_depth,
+            DetectorParams::default().queue_depth as usize,
         ),
         (
             Box::new(TemporalNode::new(
                 TemporalParams::default(),
                 Box::new(Stars::new(refiner)),
             )?),
-            TemporalParams::default().queue_depth,
+            TemporalParams::default().queue_depth as usize,
         ),
         (
             Box::new(AlertNode::with_threshold(alert.clone(), 0.5)?),
-            alert.queue_depth,
+            alert.queue_depth as usize,
         ),
     ])
 }

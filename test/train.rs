@@ -542,7 +542,14 @@ fn tiny_synth_run() -> (f64, f64) {
     let weights = std::env::var_os("STARS_DINOV2_WEIGHTS").map(std::path::PathBuf::from);
     let (extractor, settings, arch, backbone_flags) = match &weights {
         Some(path) => (
-            backbone::open("vit_small", Some(path), false, None).unwrap(),
+            backbone::open(
+                "vit_small",
+                Some(path),
+                false,
+                None,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
             Settings {
                 epochs: 10,
                 batch: 4,
@@ -554,7 +561,7 @@ fn tiny_synth_run() -> (f64, f64) {
             vec!["--backbone-weights".to_string(), path.display().to_string()],
         ),
         None => (
-            backbone::open("tiny", None, true, None).unwrap(),
+            backbone::open("tiny", None, true, None, &candle_core::Device::Cpu).unwrap(),
             Settings::preset("tiny").unwrap(),
             "tiny",
             vec!["--random-weights".to_string()],

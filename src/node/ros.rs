@@ -267,6 +267,12 @@ impl<A: RosParams, B: RosParams> RosParams for Declared<A, B> {
     }
 }
 
+/// Parameters shared with r2r's parameter handler.
+type Shared<P> = Arc<Mutex<P>>;
+
+/// Declared parameters and the keys a node was given that it does not declare.
+type Declaration<A, B> = (Shared<Declared<A, B>>, Vec<String>);
+
 /// Parameters every node may be given by ROS itself.
 fn is_ros_standard(name: &str) -> bool {
     name == "use_sim_time" || name.starts_with("qos_overrides.")
@@ -279,7 +285,7 @@ fn declare<A, B>(
     node: &mut r2r::Node,
     params: Declared<A, B>,
     runtime: &tokio::runtime::Runtime,
-) -> Result<(Arc<Mutex<Declared<A, B>>>, Vec<String>)>
+) -> Result<Declaration<A, B>>
 where
     A: RosParams + Send + 'static,
     B: RosParams + Send + 'static,
@@ -317,7 +323,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // Publishing
 
 /// A ROS publisher shared by the node's task and the health task.
-type SharedPublisher = Arc<Mutex<r2r::PublisherUntyped>>;
+type SharedPublisher = Shared<r2r::PublisherUntyped>;
 
 /// A hosted node whose publications also go to DDS.
 struct Bridged {
@@ -444,10 +450,10 @@ fn model_sources(source: &BackboneSource, node: &str) -> Result<ModelSources> {
 
 /// A hosted node's parameters as ROS gave them.
 enum RoleParams {
-    Feature(Arc<Mutex<Declared<FeatureParams, Declared<BackboneSource, ImageInput>>>>),
-    Detector(Arc<Mutex<Declared<DetectorParams, Declared<BackboneSource, ImageInput>>>>),
-    Temporal(Arc<Mutex<Declared<TemporalParams, Declared<MethodSource, ImageInput>>>>),
-    Alert(Arc<Mutex<Declared<AlertParams, NoExtra>>>),
+    Feature(Shared<Declared<FeatureParams, Declared<BackboneSource, ImageInput>>>),
+    Detector(Shared<Declared<DetectorParams, Declared<BackboneSource, ImageInput>>>),
+    Temporal(Shared<Declared<TemporalParams, Declared<MethodSource, ImageInput>>>),
+    Alert(Shared<Declared<AlertParams, NoExtra>>),
 }
 
 /// A created r2r node with its declared parameters and the keys it was given but lacks.

@@ -276,7 +276,9 @@ impl TemporalNode {
             if needs && !paired && !(skipped || overflow || timed_out) {
                 break;
             }
-            let pending = self.maps.remove(&t).expect("first key exists");
+            let Some(pending) = self.maps.remove(&t) else {
+                break;
+            };
             let stream_stopped = needs && !paired && timed_out && !skipped;
             out.extend(self.publish(t, pending, stream_stopped));
         }
