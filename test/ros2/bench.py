@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
 import time
@@ -69,8 +70,8 @@ def main() -> None:
     probe = Probe()
     threading.Thread(target=rclpy.spin, args=(probe,), daemon=True).start()
     report = {mode: measure(args, probe, mode == 'composed') for mode in ('separate', 'composed')}
-    rclpy.shutdown()
-    print(json.dumps(report))
+    print(json.dumps(report), flush=True)
+    os._exit(0)  # not rclpy.shutdown under the spinner thread: it aborts the interpreter
 
 
 if __name__ == '__main__':
