@@ -12,11 +12,18 @@ use std::path::PathBuf;
 use stars::viz::plot::{LegendCorner, LinePlot, Series};
 
 fn main() -> anyhow::Result<()> {
+    // `cargo test --all-targets` runs this without `--bench`: then a 200-frame smoke run into
+    // a folder of its own, so tests stay quick and never overwrite the bench's figures.
+    let benching = std::env::args().any(|a| a == "--bench");
     let frames: u64 = std::env::var("STARS_SOAK_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/soak");
+        .unwrap_or(if benching { 100_000 } else { 200 });
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(if benching {
+        "target/soak"
+    } else {
+        "target/soak-smoke"
+    });
     let bag = dir.join("bag");
     if bag.exists() {
         std::fs::remove_dir_all(&bag)?;

@@ -101,9 +101,12 @@ fn messages() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-/// (metadata.yaml, MCAP) of: a bag as `stars run` writes one (frames, alerts, an attachment,
+/// A bag's `metadata.yaml` and MCAP bytes.
+type BagFiles = (Vec<u8>, Vec<u8>);
+
+/// (seed name, (metadata.yaml, MCAP)) of: a bag as `stars run` writes one (frames, alerts, an attachment,
 /// a sequence table), and the same metadata over zstd and lz4 chunks that overlap in time.
-fn bags(tmp: &Path) -> Result<Vec<(String, (Vec<u8>, Vec<u8>))>> {
+fn bags(tmp: &Path) -> Result<Vec<(String, BagFiles)>> {
     let dir = tmp.join("bag");
     let mut bag = BagWriter::create(&dir)?;
     bag.add_topic("/camera/image_raw", Image::TYPE, Qos::sensor_data())?;
@@ -185,8 +188,11 @@ fn overlapping_chunks(compression: mcap::Compression) -> Result<Vec<u8>> {
     Ok(buf.into_inner())
 }
 
-/// (seed name, kind index into CHECKPOINT_KINDS, files in that kind's order).
-fn checkpoints(tmp: &Path, dinov2: &Path) -> Result<Vec<(String, usize, Vec<Vec<u8>>)>> {
+/// A checkpoint seed: its name, its kind (an index into CHECKPOINT_KINDS) and the bytes of the
+/// kind's files in order.
+type CheckpointSeed = (String, usize, Vec<Vec<u8>>);
+
+fn checkpoints(tmp: &Path, dinov2: &Path) -> Result<Vec<CheckpointSeed>> {
     let read_all = |dir: &Path, kind: usize| -> Result<Vec<Vec<u8>>> {
         CHECKPOINT_KINDS[kind]
             .1
