@@ -113,6 +113,9 @@ impl Bus for Router {
     }
 }
 
+/// Handler times a stage keeps for its report.
+pub const HANDLE_SAMPLES: usize = 10_000;
+
 /// A stage's result after the graph stops.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StageReport {
@@ -126,7 +129,8 @@ pub struct StageReport {
     pub dropped: Vec<(&'static str, u64)>,
     /// The most messages any of its queues held at once.
     pub high_water: usize,
-    /// Time each handled message spent in the node's handler, nanoseconds, in order.
+    /// Time each handled message spent in the node's handler, nanoseconds, in order: the last
+    /// [`HANDLE_SAMPLES`] messages (so a long run's memory stays flat).
     pub handle_ns: Vec<u64>,
     /// The node's own counters at the end.
     pub counters: Vec<(&'static str, u64)>,
@@ -332,7 +336,7 @@ async fn run_stage(
 ) -> StageReport {
     let name = node.name();
     let (mut handled, mut errors) = (0u64, 0u64);
-    let mut handle_ns = Vec::new();
+    let mut handle_ns = VecDeque::with_capacity(HANDLE_SAMPLES);
     loop {
         let work = match next_work(&inbox) {
             Some(Work::Closed) => break,
@@ -364,7 +368,10 @@ async fn run_stage(
         };
         node = back;
         if is_message {
-            handle_ns.push(spent);
+            if handle_ns.len() == HANDLE_SAMPLES {
+                handle_ns.pop_front();
+            }
+            handle_ns.push_back(spent);
         }
         let publications = match out {
             Ok(publications) => {
@@ -389,7 +396,7 @@ async fn run_stage(
 
 fn report(
     name: &'static str,
-    (handled, errors, handle_ns): (u64, u64, Vec<u64>),
+    (handled, errors, handle_ns): (u64, u64, VecDeque<u64>),
     inbox: &Inbox,
     counters: Vec<(&'static str, u64)>,
 ) -> StageReport {
@@ -400,7 +407,7 @@ fn report(
         errors,
         dropped: state.queues.iter().map(|q| (q.topic, q.dropped)).collect(),
         high_water: state.queues.iter().map(|q| q.high_water).max().unwrap_or(0),
-        handle_ns,
+        handle_ns: handle_ns.into(),
         counters,
     }
 }
