@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 
 use crate::detect::write_maps;
 use crate::eval::report::{markdown_table, write_metrics_json, Method};
@@ -49,11 +48,14 @@ pub struct Args {
     /// Also score the maps against the split's masks and print the metrics table.
     #[arg(long)]
     gt: bool,
+    /// Where inference runs: cpu, or cuda:N (a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
 }
 
 /// Runs `stars detect`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let device = Device::Cpu;
+    let device = crate::model::device(&args.device).context("--device")?;
     let (model, _vars, meta) = flowclas::load(&args.checkpoint, &device)?;
     let extractor = backbone::open(
         &meta.backbone_arch,

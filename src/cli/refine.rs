@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::eval::placeholder_label;
 use super::out::outln;
@@ -68,6 +68,9 @@ pub struct Args {
     /// STARS refiner checkpoint folder (from `stars train refiner`); only with --method stars.
     #[arg(long, value_name = "CKPT")]
     refiner: Option<PathBuf>,
+    /// Where inference runs: cpu, or cuda:N (a build with `--features cuda` and a GPU).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
     /// YAML mapping of the method's parameters, overriding its defaults.
     ///
     /// Keys are the method's config fields (docs/temporal.md), e.g. `alpha: 0.3` for ema or
@@ -187,7 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         name,
         args.config.as_deref(),
         args.refiner.as_deref(),
-        &Device::Cpu,
+        &crate::model::device(&args.device).context("--device")?,
     )
     .with_context(|| format!("--method {name}"))?;
     if opened.method.needs_features() && args.features.is_none() {
