@@ -244,23 +244,10 @@ fn corrupt_input_chunk_mid_run_keeps_the_output_and_names_the_offset() {
     let setup = RunSetup::new();
     let bag = setup.path("bag");
     support::camera_bag(&bag, 5, (32, 24), true);
-    let mcap = bag.join("bag_0.mcap");
-    let mut bytes = std::fs::read(&mcap).unwrap();
-    let summary = mcap::Summary::read(&bytes).unwrap().unwrap();
-    let last = summary
-        .chunk_indexes
-        .iter()
-        .max_by_key(|c| c.message_start_time)
-        .unwrap();
-    let records = last.compressed_data_offset().unwrap() as usize;
-    bytes[records + 1..records + 9].fill(0xff); // the first record's length runs off the chunk
-    std::fs::write(&mcap, bytes).unwrap();
+    let (chunk_offset, _) = support::corrupt_last_chunk(&bag.join("bag_0.mcap"));
     let out = setup.path("out");
     let run = setup.run(&bag, &out, &setup.path("ckpt"));
-    assert_clean_error(
-        &run,
-        &format!("reading the chunk at byte {}", last.chunk_start_offset),
-    );
+    assert_clean_error(&run, &format!("reading the chunk at byte {chunk_offset}"));
     let counts = readable_counts(&out);
     for topic in [
         topics::CAMERA,

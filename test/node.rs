@@ -484,18 +484,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Writes a threshold file for the alert node.
+/// A threshold file for the alert node in `dir`.
 fn threshold_file(dir: &Path, threshold: f64) -> std::path::PathBuf {
     let path = dir.join("threshold.yaml");
-    stars::eval::calibrate::Threshold {
-        threshold,
-        tpr: 0.95,
-        fpr: 0.1,
-        bins: 100,
-        source: "test".into(),
-    }
-    .save(&path)
-    .unwrap();
+    support::threshold_file(&path, threshold);
     path
 }
 
@@ -741,18 +733,8 @@ fn run_over_a_damaged_bag_keeps_what_was_processed() {
         bag.write(topics::GT_MASK, t as u64 + 1, &mask).unwrap();
     }
     bag.finish().unwrap();
-    let mcap_path = bag_dir.join("bag_0.mcap");
-    let mut bytes = std::fs::read(&mcap_path).unwrap();
-    let summary = mcap::Summary::read(&bytes).unwrap().unwrap();
-    assert_eq!(summary.chunk_indexes.len(), 5, "one chunk per frame");
-    let last = summary
-        .chunk_indexes
-        .iter()
-        .max_by_key(|c| c.message_start_time)
-        .unwrap();
-    let records = last.compressed_data_offset().unwrap() as usize;
-    bytes[records + 1..records + 9].fill(0xff); // the first record's length runs off the chunk
-    std::fs::write(&mcap_path, bytes).unwrap();
+    let (_, chunks) = support::corrupt_last_chunk(&bag_dir.join("bag_0.mcap"));
+    assert_eq!(chunks, 5, "one chunk per frame");
 
     let out = dir.join("out");
     let threshold = threshold_file(dir, 0.5);

@@ -37,7 +37,7 @@ impl Health {
     pub fn report(&mut self, counts: LiveCounts, wall_ns: i64) -> DiagnosticStatus {
         let seen = |c: &LiveCounts| c.handled + c.errors + c.dropped;
         let (before, since) = self.previous.unwrap_or((LiveCounts::default(), wall_ns));
-        if seen(&counts) > seen(&before) || (self.previous.is_none() && seen(&counts) > 0) {
+        if seen(&counts) > seen(&before) {
             self.last_input = Some(wall_ns);
         }
         let period_s = (wall_ns - since) as f64 / 1e9;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ROS 2 integration suite of the r2r nodes (test/ros2/suite.py). Needs a sourced ROS 2 Jazzy
-# (/opt/ros/jazzy/setup.bash on a rig, or the workplace's ../shared/ros2/activate.sh); without
-# one it says it was skipped and succeeds, so the test command passes on a machine without ROS.
+# (e.g. /opt/ros/jazzy/setup.bash); without one it says it was skipped and succeeds, so the test
+# command passes on a machine without ROS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ -z "${ROS_DISTRO:-}" ] || ! command -v ros2 >/dev/null; then
@@ -24,6 +24,6 @@ if command -v rviz2 >/dev/null && command -v xvfb-run >/dev/null && command -v i
   test/ros2/rviz_screenshot.sh "$demo/bags/test" "$demo/checkpoints/detector" "$demo/threshold.yaml" \
     "$work/rviz.png" "$demo/checkpoints/refiner"
 else
-  echo "ros2 suite: RViz screenshot SKIPPED (needs rviz2, xvfb-run, import: ../shared/ros2/install-deps-rviz.sh)"
+  echo "ros2 suite: RViz screenshot SKIPPED (needs rviz2, xvfb-run and ImageMagick's import)"
 fi
 echo "ros2 suite: passed"

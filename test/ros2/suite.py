@@ -63,6 +63,11 @@ def ns(stamp) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
 
 
+def level(status) -> int:
+    """A DiagnosticStatus level as an int (rclpy gives the `byte` field as bytes)."""
+    return status.level[0] if isinstance(status.level, bytes) else status.level
+
+
 class Probe(Node):
     """Watches the graph's outputs (wall arrival time, header stamp) and publishes frames."""
 
@@ -91,13 +96,12 @@ class Probe(Node):
     def on_status(self, msg: DiagnosticArray) -> None:
         with self.lock:
             for s in msg.status:
-                self.status.append((time.time(), ns(msg.header.stamp), s.level[0] if isinstance(s.level, bytes) else s.level))
+                self.status.append((time.time(), ns(msg.header.stamp), level(s)))
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.lock:
             for s in msg.status:
-                level = s.level[0] if isinstance(s.level, bytes) else s.level
-                self.diagnostics.append((time.time(), s.name, level, {kv.key: kv.value for kv in s.values}))
+                self.diagnostics.append((time.time(), s.name, level(s), {kv.key: kv.value for kv in s.values}))
 
     def on_active(self, msg: Bool) -> None:
         with self.lock:

@@ -202,3 +202,20 @@ pub fn threshold_file(path: &Path, threshold: f64) {
     .save(path)
     .expect("the threshold file saves");
 }
+
+/// Makes the first message record of the MCAP's last chunk claim a length that runs off the
+/// chunk (the chunk is corrupt mid-file); returns that chunk's byte offset and the number of
+/// chunks.
+pub fn corrupt_last_chunk(mcap_path: &Path) -> (u64, usize) {
+    let mut bytes = std::fs::read(mcap_path).unwrap();
+    let summary = mcap::Summary::read(&bytes).unwrap().unwrap();
+    let last = summary
+        .chunk_indexes
+        .iter()
+        .max_by_key(|c| c.message_start_time)
+        .unwrap();
+    let records = last.compressed_data_offset().unwrap() as usize;
+    bytes[records + 1..records + 9].fill(0xff);
+    std::fs::write(mcap_path, bytes).unwrap();
+    (last.chunk_start_offset, summary.chunk_indexes.len())
+}
