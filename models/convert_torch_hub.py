@@ -51,7 +51,9 @@ def load_weights_only(path):
         except pickle.UnpicklingError as e:
             refused = REFUSED_GLOBAL.findall(str(e))
             if not refused or (Opaque, refused[0]) in stand_ins:
-                raise
+                # torch blocks some modules (os, posix, subprocess, ...) even as stand-ins
+                what = refused[0] if refused else "an object the weights-only loader refuses"
+                raise SystemExit(f"{path}: not loaded: it pickles {what}, which no checkpoint needs")
             stand_ins.append((Opaque, refused[0]))
     raise SystemExit(f"{path}: more than 200 kinds of non-tensor objects")
 

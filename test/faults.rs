@@ -266,13 +266,16 @@ fn corrupt_input_chunk_mid_run_keeps_the_output_and_names_the_offset() {
 }
 
 /// The output disk fills up (the process may write only `limit` bytes per file; SIGXFSZ is
-/// ignored so a write past it fails with EFBIG, as on a full disk): a clear one-line error,
-/// and no metadata.yaml claiming more messages than the MCAP holds.
+/// ignored so a write past it fails with EFBIG, as on a full disk): the replay stops at the
+/// first failed write with one error line saying how far it got, and no metadata.yaml claims
+/// messages the MCAP does not hold.
 #[test]
 fn output_disk_full_is_a_clear_error_without_lying_metadata() {
     let setup = RunSetup::new();
     let bag = setup.path("bag");
-    support::camera_bag(&bag, 40, (64, 48), false);
+    // Frames large enough that the output passes the limit within the first few frames.
+    let frames = 40;
+    support::camera_bag(&bag, frames, (160, 120), false);
     let out = setup.path("out");
     let limit_kib = 256;
     let run = Command::new("sh")
@@ -286,6 +289,25 @@ fn output_disk_full_is_a_clear_error_without_lying_metadata() {
         .output()
         .unwrap();
     assert_clean_error(&run, "File too large");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("stars: ")).unwrap();
+    assert!(line.contains("no metadata.yaml was written"), "{line}");
+    // "the replay stopped after F of 40 frames": it stopped at the failure, not at the end.
+    let fed: u64 = line
+        .split("the replay stopped after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no frame count in {line:?}"));
+    assert!(
+        fed > 0 && fed < frames,
+        "{fed} of {frames} frames fed: {line}"
+    );
+    // Once as the recorder's stage warning, once in the error line; not once per message.
+    assert!(
+        stderr.matches("File too large").count() <= 2,
+        "the failure is reported once: {stderr}"
+    );
     let mcap_len = std::fs::metadata(out.join("out_0.mcap")).unwrap().len();
     assert!(mcap_len <= limit_kib * 1024, "{mcap_len} bytes");
     assert!(

@@ -57,6 +57,10 @@ pub struct BagWriter {
     bounds: Option<(u64, u64)>,
     custom_data: BTreeMap<String, String>,
     scratch: Vec<u8>,
+    /// The first MCAP write that failed. The `mcap` crate buffers a whole chunk before writing
+    /// it, so messages already counted may be lost with it: the bag is then never finished,
+    /// since its metadata would claim messages its file does not hold.
+    failed: Option<String>,
 }
 
 impl BagWriter {
@@ -91,6 +95,7 @@ impl BagWriter {
             bounds: None,
             custom_data: BTreeMap::new(),
             scratch: Vec::new(),
+            failed: None,
         })
     }
 
@@ -126,17 +131,17 @@ impl BagWriter {
         }
         let Topic { name, ty, qos, .. } = &self.topics[index];
         let (name, ty, qos) = (name.clone(), *ty, *qos);
-        let mcap = self.mcap()?;
-        let schema = mcap
-            .add_schema(ty.name, "ros2msg", ty.definition.as_bytes())
-            .with_context(|| format!("adding schema {}", ty.name))?;
-        let metadata = BTreeMap::from([
-            ("offered_qos_profiles".to_string(), qos.to_yaml()),
-            ("topic_type_hash".to_string(), ty.hash.to_string()),
-        ]);
-        let channel = mcap
-            .add_channel(schema, &name, "cdr", &metadata)
-            .with_context(|| format!("adding topic {name}"))?;
+        let channel = self.with_mcap(|mcap| {
+            let schema = mcap
+                .add_schema(ty.name, "ros2msg", ty.definition.as_bytes())
+                .with_context(|| format!("adding schema {}", ty.name))?;
+            let metadata = BTreeMap::from([
+                ("offered_qos_profiles".to_string(), qos.to_yaml()),
+                ("topic_type_hash".to_string(), ty.hash.to_string()),
+            ]);
+            mcap.add_channel(schema, &name, "cdr", &metadata)
+                .with_context(|| format!("adding topic {name}"))
+        })?;
         self.topics[index].channel = Some(channel);
         Ok(channel)
     }
@@ -157,9 +162,10 @@ impl BagWriter {
             media_type: media_type.into(),
             data: std::borrow::Cow::Borrowed(data),
         };
-        self.mcap()?
-            .attach(&attachment)
-            .with_context(|| format!("attaching {name}"))
+        self.with_mcap(|mcap| {
+            mcap.attach(&attachment)
+                .with_context(|| format!("attaching {name}"))
+        })
     }
 
     /// Records a `custom_data` entry of `metadata.yaml`.
@@ -208,9 +214,10 @@ impl BagWriter {
             log_time: stamp_ns,
             publish_time: stamp_ns,
         };
-        self.mcap()?
-            .write_to_known_channel(&header, data)
-            .with_context(|| format!("writing a message on {topic}"))?;
+        self.with_mcap(|mcap| {
+            mcap.write_to_known_channel(&header, data)
+                .with_context(|| format!("writing a message on {topic}"))
+        })?;
         self.topics[index].count += 1;
         self.bounds = Some(match self.bounds {
             None => (stamp_ns, stamp_ns),
@@ -228,8 +235,35 @@ impl BagWriter {
         self.mcap.as_mut().context("the bag was already finished")
     }
 
+    /// Whether a write has failed (a full disk): every later write and [`Self::finish`] are
+    /// errors.
+    pub fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Runs `op` on the MCAP writer; its first failure ends the bag (see `failed`).
+    fn with_mcap<T>(
+        &mut self,
+        op: impl FnOnce(&mut mcap::Writer<BufWriter<File>>) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(first) = &self.failed {
+            bail!("an earlier write failed ({first})");
+        }
+        let mcap = self.mcap.as_mut().context("the bag was already finished")?;
+        op(mcap).inspect_err(|e| self.failed = Some(format!("{e:#}")))
+    }
+
     fn close(&mut self) -> Result<BagSummary> {
         ensure!(self.mcap.is_some(), "the bag was already finished");
+        if let Some(first) = &self.failed {
+            // Dropping the `mcap` writer tries once more to finish the file; whatever it
+            // manages, no metadata.yaml is written.
+            self.mcap = None;
+            bail!(
+                "{}: a write failed ({first}); the file is incomplete and no metadata.yaml was written",
+                self.dir.join(&self.file_name).display()
+            );
+        }
         // Topics without messages still get their channel, so readers see every topic. Should
         // that fail, the MCAP is still finished below, keeping the messages written so far.
         let registered = (0..self.topics.len()).try_for_each(|i| self.channel(i).map(drop));

@@ -155,17 +155,21 @@ fn parse_rate(s: &str) -> Result<Rate> {
     }
 }
 
+const RECORDER: &str = "recorder";
+
 /// Records every topic of the graph into the output bag, as `ros2 bag record` would.
 struct BagRecorder {
     bag: Arc<Mutex<Option<BagWriter>>>,
     topics: Vec<&'static str>,
     clock: i64,
     written: u64,
+    /// Messages that arrived after a write failed (the replay stops at the first failure).
+    not_recorded: u64,
 }
 
 impl Node for BagRecorder {
     fn name(&self) -> &'static str {
-        "recorder"
+        RECORDER
     }
 
     fn subscriptions(&self) -> Vec<&'static str> {
@@ -188,6 +192,11 @@ impl Node for BagRecorder {
         let log_time = u64::try_from(stamp).unwrap_or(0);
         let mut guard = self.bag.lock().unwrap_or_else(|e| e.into_inner());
         let bag = guard.as_mut().context("the output bag is closed")?;
+        if bag.failed() {
+            // Reported once, by the write that failed; these are the messages still in flight.
+            self.not_recorded += 1;
+            return Ok(Vec::new());
+        }
         match msg.as_ref() {
             Msg::Image(m) => bag.write(topic, log_time, m)?,
             Msg::Bool(m) => bag.write(topic, log_time, m)?,
@@ -203,7 +212,10 @@ impl Node for BagRecorder {
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("written", self.written)]
+        vec![
+            ("written", self.written),
+            ("not_recorded", self.not_recorded),
+        ]
     }
 }
 
@@ -267,13 +279,15 @@ struct Replay {
     elapsed: Duration,
 }
 
-/// Feeds the bag's frames (and masks) into `graph` at `rate`, ticking the input clock.
+/// Feeds the bag's frames (and masks) into `graph` at `rate`, ticking the input clock, until
+/// the input ends or `halt` says the output cannot take more.
 async fn replay(
     bag: &BagReader,
     feed: &[&str],
     graph: Graph,
     rate: Rate,
     bar: &indicatif::ProgressBar,
+    halt: &dyn Fn() -> bool,
 ) -> Replay {
     let start = Instant::now();
     let (mut frames_in, mut stopped) = (0u64, None);
@@ -290,7 +304,7 @@ async fn replay(
             }
         }
     };
-    loop {
+    while !halt() {
         let (topic, log_time, image) = match messages.next_message() {
             None => break,
             Some(Err(e)) => {
@@ -400,6 +414,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             topics: output_topics(gt).into_iter().map(|t| t.0).collect(),
             clock: 0,
             written: 0,
+            not_recorded: 0,
         }),
         RECORDER_DEPTH,
     ));
@@ -413,16 +428,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
         .enable_time()
         .build()
         .context("starting the async runtime")?;
+    let write_failed = || {
+        out.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(BagWriter::failed)
+    };
     let replay = runtime.block_on(async {
         let graph = Graph::start(nodes);
-        replay(&input, &feed, graph, rate, &bar).await
+        replay(&input, &feed, graph, rate, &bar, &write_failed).await
     });
     bar.finish_and_clear();
     let writer = out.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let summary = writer
-        .context("the output bag writer is gone")?
-        .finish()
-        .with_context(|| format!("finishing {}", args.out.display()))?;
+    let summary = match writer.context("the output bag writer is gone")?.finish() {
+        Ok(summary) => summary,
+        Err(e) => {
+            let recorded = replay
+                .reports
+                .iter()
+                .find(|r| r.name == RECORDER)
+                .map_or(0, |r| counter(r, "written"));
+            return Err(e.context(format!(
+                "--out {}: the output failed after {recorded} messages (the replay stopped after {} of {frames} frames)",
+                args.out.display(),
+                replay.frames_in
+            )));
+        }
+    };
     print_summary(&replay, summary.message_count, &args.out, random)?;
     if let Some(gif) = &args.gif {
         overlay_gif(&args.out, None, gif).context("--gif")?;
