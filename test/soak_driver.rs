@@ -1,7 +1,7 @@
 //! The soak run shared by `test/soak.rs` (short) and `benches/soak.rs` (100,000 frames):
 //! generated camera frames through the in-process graph of the real nodes at the tiny preset
 //! (random backbone, random-init detector and STARS refiner), every output recorded into a
-//! bag, the process's memory sampled as it goes.
+//! bag by `stars run`'s recorder, the process's memory sampled as it goes.
 #![allow(dead_code)] // the test and the bench read different fields
 
 use std::path::Path;
@@ -11,16 +11,17 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use stars::bag::{BagSummary, BagWriter, Qos};
+use stars::bag::{BagSummary, BagWriter};
 use stars::model::flowclas::{self, backbone, FeatureExtractor};
 use stars::model::stars::{Config as RefinerConfig, StarsRefiner};
-use stars::msg::{Bool, DiagnosticArray, Encoding, Header, Image, Message, Time};
+use stars::msg::{Encoding, Header, Image, Time};
 use stars::node::alert::{AlertNode, AlertParams};
 use stars::node::detector::{DetectorNode, DetectorParams};
 use stars::node::feature::{FeatureNode, FeatureParams};
 use stars::node::inproc::{Graph, StageReport};
+use stars::node::recorder::{self, output_topics, BagRecorder};
 use stars::node::temporal::{TemporalNode, TemporalParams};
-use stars::node::{topics, Msg, Node, Publication};
+use stars::node::{topics, Msg, Node};
 use stars::temporal::stars::Stars;
 
 /// 2026-01-01T00:00:00Z.
@@ -94,48 +95,6 @@ pub fn memory_kib() -> Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// Records every output topic into a bag, as `stars run` does.
-struct Recorder {
-    bag: Arc<Mutex<Option<BagWriter>>>,
-}
-
-const RECORDED: [(&str, stars::msg::MessageType); 8] = [
-    (topics::CAMERA, Image::TYPE),
-    (topics::FEATURES, Image::TYPE),
-    (topics::DETECTOR_MAP, Image::TYPE),
-    (topics::REFINED_MAP, Image::TYPE),
-    (topics::REFINED_OVERLAY, Image::TYPE),
-    (topics::ALERT_ACTIVE, Bool::TYPE),
-    (topics::ALERT_STATUS, DiagnosticArray::TYPE),
-    (topics::DIAGNOSTICS, DiagnosticArray::TYPE),
-];
-
-impl Node for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-    fn subscriptions(&self) -> Vec<&'static str> {
-        RECORDED.iter().map(|t| t.0).collect()
-    }
-    fn publications(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-    fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
-        let mut guard = self.bag.lock().unwrap_or_else(PoisonError::into_inner);
-        let bag = guard.as_mut().context("the bag is closed")?;
-        let time = |h: &Header| h.stamp.to_nanos().unwrap_or(T0);
-        match msg.as_ref() {
-            Msg::Image(m) => bag.write(topic, time(&m.header), m)?,
-            Msg::Diagnostics(m) => bag.write(topic, time(&m.header), m)?,
-            Msg::Bool(m) => bag.write(topic, T0, m)?,
-        }
-        Ok(Vec::new())
-    }
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-}
-
 /// A camera frame: a gradient moving one pixel per frame.
 fn frame(k: u64) -> Image {
     let (w, h) = FRAME;
@@ -205,17 +164,16 @@ fn nodes() -> Result<Vec<(Box<dyn Node>, usize)>> {
 /// max`), sampling memory every `sample_every` frames; records into a bag at `out`.
 pub fn run(frames: u64, sample_every: u64, out: &Path) -> Result<Soak> {
     let mut bag = BagWriter::create(out)?;
-    for (topic, ty) in RECORDED {
-        let qos = if ty == Bool::TYPE {
-            Qos::latched()
-        } else {
-            Qos::reliable()
-        };
+    for (topic, ty, qos) in output_topics(false) {
         bag.add_topic(topic, ty, qos)?;
     }
     let bag = Arc::new(Mutex::new(Some(bag)));
     let mut graph_nodes = nodes()?;
-    graph_nodes.push((Box::new(Recorder { bag: bag.clone() }), 64));
+    let recorded = output_topics(false).into_iter().map(|t| t.0).collect();
+    graph_nodes.push((
+        Box::new(BagRecorder::new(bag.clone(), recorded)),
+        recorder::QUEUE_DEPTH,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_time()
         .build()?;

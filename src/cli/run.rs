@@ -9,22 +9,21 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::out::outln;
-use crate::bag::{BagReader, BagWriter, Qos};
+use crate::bag::{BagReader, BagWriter};
 use crate::model::flowclas::backbone::RANDOM_BACKBONE_LABEL;
-use crate::msg::{Bool, DiagnosticArray, Encoding, Image, Message, MessageType};
+use crate::msg::{Encoding, Image, Message};
 use crate::node::alert::AlertNode;
 use crate::node::config::GraphConfig;
 use crate::node::inproc::{Graph, StageReport};
+use crate::node::recorder::{self, output_topics, BagRecorder};
 use crate::node::stages::{ModelSources, Stages};
-use crate::node::{stamp_ns, topics, Msg, Node, Publication};
+use crate::node::{stamp_ns, topics, Msg};
 
 /// Input-clock tick period during replay (ros2 bag play --clock publishes at 40 Hz; 20 Hz
 /// resolves `stale_after_s` to 50 ms).
 const TICK_NS: u64 = 50_000_000;
 /// Parameter file read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "config/stars.yaml";
-/// Queue depth of the recorder (it only copies bytes to the file, so it keeps up).
-const RECORDER_DEPTH: usize = 32;
 
 /// Arguments of `stars run`.
 #[derive(clap::Args, Debug)]
@@ -152,70 +151,6 @@ fn parse_rate(s: &str) -> Result<Rate> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::Factor(r)),
         _ => bail!("--rate {s:?}: expected a positive number or `max`"),
-    }
-}
-
-const RECORDER: &str = "recorder";
-
-/// Records every topic of the graph into the output bag, as `ros2 bag record` would.
-struct BagRecorder {
-    bag: Arc<Mutex<Option<BagWriter>>>,
-    topics: Vec<&'static str>,
-    clock: i64,
-    written: u64,
-    /// Messages that arrived after a write failed (the replay stops at the first failure).
-    not_recorded: u64,
-}
-
-impl Node for BagRecorder {
-    fn name(&self) -> &'static str {
-        RECORDER
-    }
-
-    fn subscriptions(&self) -> Vec<&'static str> {
-        self.topics.clone()
-    }
-
-    fn publications(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-
-    fn handle(&mut self, topic: &str, msg: Arc<Msg>) -> Result<Vec<Publication>> {
-        // Log time: the message's stamp (the input's timeline); a Bool has none, so the
-        // newest stamp seen.
-        let stamp = match msg.as_ref() {
-            Msg::Image(m) => stamp_ns(&m.header),
-            Msg::Diagnostics(m) => stamp_ns(&m.header),
-            Msg::Bool(_) => self.clock,
-        };
-        self.clock = self.clock.max(stamp);
-        let log_time = u64::try_from(stamp).unwrap_or(0);
-        let mut guard = self.bag.lock().unwrap_or_else(|e| e.into_inner());
-        let bag = guard.as_mut().context("the output bag is closed")?;
-        if bag.failed() {
-            // Reported once, by the write that failed; these are the messages still in flight.
-            self.not_recorded += 1;
-            return Ok(Vec::new());
-        }
-        match msg.as_ref() {
-            Msg::Image(m) => bag.write(topic, log_time, m)?,
-            Msg::Bool(m) => bag.write(topic, log_time, m)?,
-            Msg::Diagnostics(m) => bag.write(topic, log_time, m)?,
-        }
-        self.written += 1;
-        Ok(Vec::new())
-    }
-
-    fn on_clock(&mut self, now_ns: i64) -> Vec<Publication> {
-        self.clock = self.clock.max(now_ns);
-        Vec::new()
-    }
-
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![
-            ("written", self.written),
-            ("not_recorded", self.not_recorded),
-        ]
     }
 }
 
@@ -366,24 +301,6 @@ async fn pace(rate: Rate, start: Instant, t0: u64, t: u64) {
     }
 }
 
-/// The output topics with their types and QoS, in the contract's order.
-fn output_topics(gt: bool) -> Vec<(&'static str, MessageType, Qos)> {
-    let mut out = vec![(topics::CAMERA, Image::TYPE, Qos::sensor_data())];
-    if gt {
-        out.push((topics::GT_MASK, Image::TYPE, Qos::sensor_data()));
-    }
-    out.extend([
-        (topics::FEATURES, Image::TYPE, Qos::reliable()),
-        (topics::DETECTOR_MAP, Image::TYPE, Qos::reliable()),
-        (topics::REFINED_MAP, Image::TYPE, Qos::reliable()),
-        (topics::REFINED_OVERLAY, Image::TYPE, Qos::reliable()),
-        (topics::ALERT_ACTIVE, Bool::TYPE, Qos::latched()),
-        (topics::ALERT_STATUS, DiagnosticArray::TYPE, Qos::reliable()),
-        (topics::DIAGNOSTICS, DiagnosticArray::TYPE, Qos::reliable()),
-    ]);
-    out
-}
-
 /// Runs `stars run`.
 pub fn run(args: Args) -> Result<ExitCode> {
     // Everything a user can get wrong is checked before any frame flows.
@@ -409,14 +326,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let mut nodes = stages.into_nodes()?;
     nodes.push((
-        Box::new(BagRecorder {
-            bag: out.clone(),
-            topics: output_topics(gt).into_iter().map(|t| t.0).collect(),
-            clock: 0,
-            written: 0,
-            not_recorded: 0,
-        }),
-        RECORDER_DEPTH,
+        Box::new(BagRecorder::new(
+            out.clone(),
+            output_topics(gt).into_iter().map(|t| t.0).collect(),
+        )),
+        recorder::QUEUE_DEPTH,
     ));
     let feed: Vec<&str> = if gt {
         vec![topics::CAMERA, topics::GT_MASK]
@@ -446,7 +360,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let recorded = replay
                 .reports
                 .iter()
-                .find(|r| r.name == RECORDER)
+                .find(|r| r.name == recorder::NAME)
                 .map_or(0, |r| counter(r, "written"));
             return Err(e.context(format!(
                 "--out {}: the output failed after {recorded} messages (the replay stopped after {} of {frames} frames)",

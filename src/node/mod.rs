@@ -19,6 +19,7 @@ pub mod feature;
 pub mod health;
 pub mod inproc;
 pub mod maps;
+pub mod recorder;
 #[cfg(feature = "ros2")]
 pub mod ros;
 pub mod stages;
