@@ -100,9 +100,9 @@ impl SimpleBackend for Stored<'_> {
         name: &str,
         _: Init,
         dtype: DType,
-        _: &Device,
+        device: &Device,
     ) -> candle_core::Result<Tensor> {
-        let stored = self.get_unchecked(name, dtype, &Device::Cpu)?;
+        let stored = self.get_unchecked(name, dtype, device)?;
         // `Error::Msg`, not candle's `bail!`: that one appends a backtrace when RUST_BACKTRACE
         // is set, and errors are one line.
         if stored.dims() != shape.dims() {
@@ -116,6 +116,7 @@ impl SimpleBackend for Stored<'_> {
         Ok(stored)
     }
 
+    // The stored tensors were read onto the load device, the one every request names.
     fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
         let mut vars = self
             .vars
